@@ -1,0 +1,172 @@
+//! Configuration: the validated [`Config`] the rest of the router runs on.
+//!
+//! Loading has two phases. `raw` holds serde structs that mirror the YAML file
+//! (the seed's format, unchanged, plus our additions); `validate` turns them
+//! into the types below, whose invariants hold: no `Option` that "must be set
+//! by now", parsed URLs, `Duration`s, non-zero limits. Every problem found is
+//! reported at once, each naming the file, the field path and the line when known.
+//!
+//! Only this module (and its children) touch YAML.
+
+use std::net::IpAddr;
+use std::num::NonZeroU64;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::secret::Secret;
+
+mod error;
+mod raw;
+mod validate;
+mod yaml;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use validate::{load_file, parse};
+
+/// The name of the built-in OpenAI-compatible adapter, and the default adapter
+/// of an entry with `is_openai_compatibility: true`.
+pub const OPENAI_PROVIDER: &str = "openai";
+/// The name of the built-in deterministic adapter used by the default config.
+pub const MOCK_PROVIDER: &str = "mock";
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from (used in messages only).
+    pub source: PathBuf,
+    pub server: ServerConfig,
+    /// Every entry of `models:` in file order, disabled ones included.
+    pub models: Vec<ModelEntry>,
+    /// Every entry of `api_keys:` in file order.
+    pub api_keys: Vec<ClientKeyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// `server.host`, default `0.0.0.0` like the seed.
+    pub host: IpAddr,
+    /// `server.port` (string or integer), default 8316; `0` picks a free port.
+    pub port: u16,
+    /// `server.shutdown_timeout`, default 10s.
+    pub shutdown_timeout: Duration,
+    /// `server.max_body_bytes`, default 16 MiB.
+    pub max_body_bytes: usize,
+    /// `server.sse_keepalive`: comment heartbeat while the upstream is silent, default 10s.
+    pub sse_keepalive: Duration,
+    /// `server.max_sse_event_bytes`: cap on one upstream SSE event, default 8 MiB.
+    pub max_sse_event_bytes: usize,
+    /// `server.connect_timeout`: TCP+TLS connect to an upstream, default 10s.
+    pub connect_timeout: Duration,
+    /// `server.request_timeout`: whole upstream attempt, default 30m (the seed's).
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([0, 0, 0, 0]),
+            port: 8316,
+            shutdown_timeout: Duration::from_secs(10),
+            max_body_bytes: 16 * 1024 * 1024,
+            sse_keepalive: Duration::from_secs(10),
+            max_sse_event_bytes: 8 * 1024 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Limits of a model entry, enforced per provider key. `None` = no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelLimits {
+    pub rpm: Option<NonZeroU64>,
+    pub rph: Option<NonZeroU64>,
+    pub rpd: Option<NonZeroU64>,
+    pub tpm: Option<NonZeroU64>,
+    pub tph: Option<NonZeroU64>,
+    pub tpd: Option<NonZeroU64>,
+}
+
+/// Limits of a client key. `None` = no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub rps: Option<NonZeroU64>,
+    pub rpm: Option<NonZeroU64>,
+    pub rph: Option<NonZeroU64>,
+    pub rpd: Option<NonZeroU64>,
+    pub tps: Option<NonZeroU64>,
+    pub tpm: Option<NonZeroU64>,
+    pub tph: Option<NonZeroU64>,
+    pub tpd: Option<NonZeroU64>,
+}
+
+/// Capability flags, shown by `/v1/models` (the seed enforces none of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub chat: bool,
+    pub completion: bool,
+    pub embedding: bool,
+    pub image_gen: bool,
+    pub image_edit: bool,
+    pub image_var: bool,
+    pub input_image: bool,
+    pub audio_trans: bool,
+    pub audio_trans2: bool,
+}
+
+/// One entry of `models:`: a deployment of a client-facing model name.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    /// Position in the file (0-based), for messages.
+    pub index: usize,
+    /// `id`, default 0.
+    pub id: u64,
+    /// `name`: the client-facing model name; may repeat across entries.
+    pub name: String,
+    /// `provider_model_name`, defaulting to `name`.
+    pub provider_model_name: String,
+    pub display_name: String,
+    pub description: String,
+    pub capabilities: Capabilities,
+    pub support_google_thinking: bool,
+    /// Serve non-stream requests by aggregating an upstream stream.
+    pub stream_only: bool,
+    pub limits: ModelLimits,
+    /// USD per input token.
+    pub input_price_per_token: f64,
+    /// USD per output token.
+    pub output_price_per_token: f64,
+    /// `max_tokens`: the most the model generates in one answer.
+    pub max_tokens: Option<NonZeroU64>,
+    pub context_length: Option<NonZeroU64>,
+    /// `None` when absent in the file (the seed lists it as `null`).
+    pub supported_parameters: Option<Vec<String>>,
+    /// The adapter's registered name (`openai`, `mock`, ...).
+    pub provider: String,
+    /// `provider_api_key`, used round robin. May be empty (no upstream `Authorization`).
+    pub provider_api_keys: Vec<Secret>,
+    /// `base_url`; required by the `openai` adapter.
+    pub base_url: Option<Url>,
+    /// POST exactly `base_url` instead of `base_url + "/chat/completions"`.
+    pub base_url_direct: bool,
+    pub is_openai_compatibility: bool,
+    pub enabled: bool,
+    pub visible: bool,
+}
+
+/// One entry of `api_keys:`: a key clients present to the router.
+#[derive(Debug, Clone)]
+pub struct ClientKeyConfig {
+    /// Position in the file (0-based), for messages.
+    pub index: usize,
+    pub id: u64,
+    pub key: Secret,
+    pub name: String,
+    pub is_active: bool,
+    pub user_id: Option<u64>,
+    pub expires_at: Option<OffsetDateTime>,
+    pub limits: KeyLimits,
+}

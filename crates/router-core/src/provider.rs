@@ -1,0 +1,147 @@
+//! The port every upstream adapter implements, and the types that cross it.
+//!
+//! A provider receives a request body that the engine has already rewritten
+//! for the chosen entry (`model` is the upstream name, thinking mapping done,
+//! unknown fields untouched) and returns either one complete answer or a
+//! stream of chunks. The engine, not the provider, renames `model` back and
+//! post-processes what comes out.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_core::Stream;
+use serde_json::{Map, Value};
+
+use crate::config::ModelEntry;
+use crate::secret::Secret;
+
+/// A JSON object as it travels between the engine and the adapters. Field
+/// order is preserved, so what we do not touch goes out as it came in.
+pub type JsonObject = Map<String, Value>;
+
+/// One call to an upstream.
+#[derive(Debug)]
+pub struct ProviderRequest {
+    /// The body to send, already rewritten for the entry.
+    pub body: JsonObject,
+    /// The provider key picked for this attempt, if the entry has any.
+    pub api_key: Option<Secret>,
+}
+
+/// One parsed event of an upstream stream (the JSON after `data:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk(pub JsonObject);
+
+/// A complete (non-streamed) answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion(pub JsonObject);
+
+/// The stream a provider returns. It ends (`None`) after the upstream's
+/// `[DONE]`; an upstream that stops without `[DONE]` yields an `Err` first.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> + Send>>;
+
+/// An upstream adapter. One instance serves one model entry.
+///
+/// Contract: an `Err` returned by [`Provider::complete`] or
+/// [`Provider::stream`] means nothing reached the client, so the engine may
+/// fail over. An `Err` inside a [`ChunkStream`] is reported to the client
+/// and never retried.
+#[async_trait]
+pub trait Provider: Send + Sync + fmt::Debug {
+    async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError>;
+
+    async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError>;
+}
+
+/// Builds the provider of one model entry. Registered by name in the binary,
+/// so a provider in its own crate plugs in without touching this one.
+pub trait ProviderFactory: Send + Sync {
+    fn build(&self, entry: &ModelEntry) -> Result<Arc<dyn Provider>, String>;
+}
+
+/// What can go wrong talking to an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// DNS, TCP, TLS: the request never reached the upstream.
+    #[error("could not connect to the upstream: {detail}")]
+    Connect { detail: String },
+    /// No answer (or no next chunk) within the allowed time.
+    #[error("the upstream did not answer within {after:?}")]
+    Timeout { after: Duration },
+    /// The upstream answered with a non-success status. `message` is our
+    /// safe summary of its body, never the raw body.
+    #[error("the upstream answered {status}: {message}")]
+    Status {
+        status: u16,
+        message: String,
+        /// The upstream's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream sent something that is not a valid answer.
+    #[error("the upstream sent an invalid response: {detail}")]
+    InvalidResponse { detail: String },
+    /// The stream broke off or ended without `[DONE]`.
+    #[error("the upstream stream ended early: {detail}")]
+    Truncated { detail: String },
+}
+
+/// How the engine should treat a [`ProviderError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Connect,
+    Timeout,
+    /// Upstream 429.
+    RateLimited,
+    /// Upstream 5xx.
+    ServerError,
+    /// Upstream 4xx other than 429: the client's own bad request.
+    ClientError,
+    InvalidResponse,
+    Truncated,
+}
+
+impl ProviderError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Connect { .. } => ErrorKind::Connect,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Status { status: 429, .. } => ErrorKind::RateLimited,
+            Self::Status { status, .. } if (400..500).contains(status) => ErrorKind::ClientError,
+            Self::Status { .. } => ErrorKind::ServerError,
+            Self::InvalidResponse { .. } => ErrorKind::InvalidResponse,
+            Self::Truncated { .. } => ErrorKind::Truncated,
+        }
+    }
+
+    /// Whether another key or entry may be tried (only ever before the first
+    /// byte reached the client).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self.kind(), ErrorKind::ClientError)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification() {
+        let status = |status| ProviderError::Status {
+            status,
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(status(429).kind(), ErrorKind::RateLimited);
+        assert_eq!(status(400).kind(), ErrorKind::ClientError);
+        assert_eq!(status(404).kind(), ErrorKind::ClientError);
+        assert_eq!(status(500).kind(), ErrorKind::ServerError);
+        assert_eq!(status(503).kind(), ErrorKind::ServerError);
+        assert!(status(429).is_retryable());
+        assert!(status(502).is_retryable());
+        assert!(!status(400).is_retryable());
+        assert!(ProviderError::Connect { detail: String::new() }.is_retryable());
+    }
+}

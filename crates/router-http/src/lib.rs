@@ -1,0 +1,1 @@
+//! router-http: the thin HTTP layer.

@@ -1,0 +1,1 @@
+//! router-providers: adapters behind `router_core::Provider`.
