@@ -8,14 +8,21 @@
 //! It deliberately does not own sockets, HTTP (no hyper, no status codes),
 //! rate-limiter implementations (no governor) or any concrete provider.
 
+mod aggregate;
+mod auth;
+mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod provider;
+pub mod request;
 pub mod secret;
+mod thinking;
 
 pub use config::Config;
-pub use engine::{ChatResponse, ClientKey, Router};
+pub use engine::{BuildError, ChatResponse, ClientKey, Router};
 pub use error::{AuthError, ChatError};
-pub use provider::{Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError, ProviderRequest};
+pub use provider::{
+    Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError, ProviderRequest,
+};
 pub use secret::Secret;

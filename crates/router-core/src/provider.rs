@@ -56,10 +56,13 @@ pub trait Provider: Send + Sync + fmt::Debug {
     async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError>;
 }
 
+/// What building a provider gives: the adapter, or why it cannot be built.
+pub type BuildResult = Result<Arc<dyn Provider>, String>;
+
 /// Builds the provider of one model entry. Registered by name in the binary,
 /// so a provider in its own crate plugs in without touching this one.
 pub trait ProviderFactory: Send + Sync {
-    fn build(&self, entry: &ModelEntry) -> Result<Arc<dyn Provider>, String>;
+    fn build(&self, entry: &ModelEntry) -> BuildResult;
 }
 
 /// What can go wrong talking to an upstream.
@@ -142,6 +145,9 @@ mod tests {
         assert!(status(429).is_retryable());
         assert!(status(502).is_retryable());
         assert!(!status(400).is_retryable());
-        assert!(ProviderError::Connect { detail: String::new() }.is_retryable());
+        assert!(ProviderError::Connect {
+            detail: String::new()
+        }
+        .is_retryable());
     }
 }
