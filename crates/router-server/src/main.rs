@@ -1,2 +1,230 @@
-//! The router-server binary.
-fn main() {}
+//! router-server: the binary that wires router-core, router-providers and
+//! router-http together from a config file, serves, and shuts down gracefully.
+//!
+//! It owns the command line, logging, the provider registry (the one place a
+//! third-party provider is registered by name) and signal handling.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use router_core::config::{self, Config, ConfigError, ConfigErrors};
+use router_core::Router;
+use router_http::HttpConfig;
+use router_providers::client::HttpClient;
+use router_providers::registry::Registry;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "router-server",
+    version,
+    about = "An OpenAI-compatible LLM gateway"
+)]
+struct Cli {
+    /// Path of the config file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "ROUTER_CONFIG",
+        default_value = "config/config.yaml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Validate the config file, list every problem, and exit non-zero if any.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match config::load_file(&cli.config, &|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(errors) => {
+            report_config_errors(&errors);
+            return ExitCode::from(2);
+        }
+    };
+    let registry = match HttpClient::new(&config.server) {
+        Ok(client) => Registry::builtin(client),
+        Err(error) => {
+            report(&format!("cannot build the upstream HTTP client: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(errors) = check_providers(&config, &registry) {
+        report_config_errors(&errors);
+        return ExitCode::from(2);
+    }
+    // Building the engine also builds every provider (URLs, clients).
+    let router = match Router::new(&config, &|entry| {
+        registry.build(entry).map_err(|error| error.to_string())
+    }) {
+        Ok(router) => router,
+        Err(error) => {
+            report(&format!("{}: {error}", config.source.display()));
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            say_config_ok(&config);
+            ExitCode::SUCCESS
+        }
+        Command::Serve => serve(&config, router),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Checks what only the binary knows: the registered provider names.
+fn check_providers(config: &Config, registry: &Registry) -> Result<(), ConfigErrors> {
+    let known = registry.names();
+    let errors: Vec<ConfigError> = config
+        .models
+        .iter()
+        .filter(|entry| !known.contains(&entry.provider.as_str()))
+        .map(|entry| ConfigError {
+            file: config.source.clone(),
+            path: format!("models[{}].provider", entry.index),
+            line: None,
+            message: format!(
+                "unknown provider `{}` (known: {})",
+                entry.provider,
+                known.join(", ")
+            ),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn serve(config: &Config, router: Router) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report(&format!("cannot start the async runtime: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let router = Arc::new(router);
+        let address = SocketAddr::new(config.server.host, config.server.port);
+        let listener = match TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                report(&format!("cannot listen on {address}: {error}"));
+                return ExitCode::FAILURE;
+            }
+        };
+        let bound = listener.local_addr().unwrap_or(address);
+        tracing::info!(
+            config = %config.source.display(),
+            models = config.models.iter().filter(|m| m.enabled).count(),
+            "router started"
+        );
+        announce(bound);
+        let outcome = router_http::serve(
+            listener,
+            router,
+            HttpConfig::from_server_config(&config.server),
+            shutdown_signal(),
+            config.server.shutdown_timeout,
+        )
+        .await;
+        if outcome.drained {
+            tracing::info!("server exited properly");
+            ExitCode::SUCCESS
+        } else {
+            tracing::warn!(
+                timeout = ?config.server.shutdown_timeout,
+                "shutdown timed out; open requests were cut off"
+            );
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: no new connections, draining open requests");
+}
+
+// The lines below are the binary's command-line output, the one place
+// printing is the point.
+#[allow(clippy::print_stderr)]
+fn announce(address: SocketAddr) {
+    // Harnesses and people read this line to find a port chosen by the OS.
+    eprintln!("listening on http://{address}");
+}
+
+#[allow(clippy::print_stderr)]
+fn report(message: &str) {
+    eprintln!("error: {message}");
+}
+
+#[allow(clippy::print_stderr)]
+fn report_config_errors(errors: &ConfigErrors) {
+    eprintln!(
+        "error: the config has {} problem{}:",
+        errors.0.len(),
+        if errors.0.len() == 1 { "" } else { "s" }
+    );
+    for error in &errors.0 {
+        eprintln!("  {error}");
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn say_config_ok(config: &Config) {
+    println!(
+        "{}: ok ({} models, {} enabled; {} client keys)",
+        config.source.display(),
+        config.models.len(),
+        config.models.iter().filter(|m| m.enabled).count(),
+        config.api_keys.len()
+    );
+}
