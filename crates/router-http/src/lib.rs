@@ -1,1 +1,58 @@
-//! router-http: the thin HTTP layer.
+//! router-http: the thin HTTP layer in front of [`router_core::Router`].
+//!
+//! It owns HTTP and nothing else: accepting connections (HTTP/1.1 keep-alive
+//! and h2c with prior knowledge), graceful shutdown, the routes, extracting
+//! the `Authorization` header, capping request bodies, writing JSON and SSE
+//! responses, and CORS. It is the one place where errors become HTTP statuses
+//! and OpenAI-shaped error bodies (`{"error":{"message","type","param","code"}}`),
+//! and where they are logged.
+//!
+//! It deliberately does not own providers, limiter implementations, routing
+//! decisions or request validation: those live in `router-core` (the engine
+//! and its ports) and in the crates that implement them. This crate depends on
+//! `router-core` alone, never on `router-providers` or `router-limits`.
+
+use std::time::Duration;
+
+mod body;
+mod error;
+mod handler;
+mod server;
+
+pub use body::ResponseBody;
+pub use error::ApiError;
+pub use handler::Handler;
+pub use server::{serve, ServeOutcome};
+
+/// What the HTTP layer needs to know, taken from the server config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Largest request body accepted; larger ones get a 413.
+    pub max_body_bytes: usize,
+    /// Interval of the `: keepalive` SSE comment while an upstream is silent,
+    /// so proxies and clients with idle timeouts keep the stream open.
+    pub sse_keepalive: Duration,
+    /// How long a client may take to send a request's headers (and, on a new
+    /// connection, its first byte): bounds slowloris-style connection hoarding.
+    /// It also closes HTTP/1.1 keep-alive connections idle for that long.
+    pub header_read_timeout: Duration,
+}
+
+impl HttpConfig {
+    /// Used when the config file has no say (it has no field for it yet).
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+    pub fn from_server_config(server: &router_core::config::ServerConfig) -> Self {
+        Self {
+            max_body_bytes: server.max_body_bytes,
+            sse_keepalive: server.sse_keepalive,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self::from_server_config(&router_core::config::ServerConfig::default())
+    }
+}

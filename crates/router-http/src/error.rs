@@ -1,0 +1,675 @@
+//! The one place errors become HTTP statuses and OpenAI-shaped error bodies.
+//!
+//! Lower layers only classify their errors (`ProviderError::kind`); every
+//! status code the router sends for an error is chosen in this file, so the
+//! mapping can be read (and tested) as one table.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Method, Response, StatusCode};
+use router_core::provider::ErrorKind;
+use router_core::{AuthError, ChatError, ProviderError};
+use serde::Serialize;
+
+use crate::body::ResponseBody;
+
+pub(crate) const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+const INVALID_REQUEST: &str = "invalid_request_error";
+const SERVER_ERROR: &str = "server_error";
+const RATE_LIMIT: &str = "rate_limit_error";
+
+/// An error as the client will see it: status, OpenAI error fields and the
+/// headers that go with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    error_type: &'static str,
+    param: Option<String>,
+    code: Option<&'static str>,
+    /// Sent as `Retry-After` in whole seconds (at least 1).
+    retry_after: Option<Duration>,
+    /// Sent as `Allow` with a 405.
+    allow: Option<&'static str>,
+    /// Whether the client's own credentials were refused (adds
+    /// `WWW-Authenticate: Bearer`); an upstream refusing *our* key is not that.
+    challenge: bool,
+}
+
+/// The wire shape: `{"error":{"message","type","param","code"}}`.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Fields<'a>,
+}
+
+#[derive(Serialize)]
+struct Fields<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    error_type: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl ApiError {
+    fn new(
+        status: StatusCode,
+        error_type: &'static str,
+        code: &'static str,
+        message: String,
+    ) -> Self {
+        Self {
+            status,
+            message,
+            error_type,
+            param: None,
+            code: Some(code),
+            retry_after: None,
+            allow: None,
+            challenge: false,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn from_auth(error: AuthError) -> Self {
+        let code = match error {
+            AuthError::Missing => "missing_api_key",
+            AuthError::Invalid => "invalid_api_key",
+            AuthError::Expired => "expired_api_key",
+        };
+        Self {
+            challenge: true,
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                INVALID_REQUEST,
+                code,
+                error.to_string(),
+            )
+        }
+    }
+
+    pub fn from_chat(error: &ChatError) -> Self {
+        match error {
+            ChatError::InvalidBody { .. } => Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "invalid_json",
+                error.to_string(),
+            ),
+            ChatError::InvalidField { param, .. } => Self {
+                param: param.clone(),
+                ..Self::new(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    "invalid_value",
+                    error.to_string(),
+                )
+            },
+            ChatError::ModelNotFound { .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                INVALID_REQUEST,
+                "model_not_found",
+                error.to_string(),
+            ),
+            ChatError::Upstream { source } => Self::from_provider(source),
+            ChatError::AllFailed { last, .. } => Self {
+                retry_after: retry_after_of(last),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVER_ERROR,
+                    "all_providers_failed",
+                    format!("All providers failed: {last}"),
+                )
+            },
+        }
+    }
+
+    /// Also the shape of the error event that ends a broken stream.
+    pub fn from_provider(error: &ProviderError) -> Self {
+        let (status, error_type, code) = match error.kind() {
+            ErrorKind::ClientError => {
+                if let ProviderError::Status {
+                    status, message, ..
+                } = error
+                {
+                    // The upstream refused the client's own request: its status
+                    // (400, 404, 422...) tells the client what to fix.
+                    let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+                    return Self::new(
+                        status,
+                        INVALID_REQUEST,
+                        "upstream_client_error",
+                        format!("upstream rejected the request: {message}"),
+                    );
+                }
+                (
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    "upstream_client_error",
+                )
+            }
+            ErrorKind::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMIT,
+                "rate_limit_exceeded",
+            ),
+            ErrorKind::ServerError | ErrorKind::InvalidResponse | ErrorKind::Truncated => {
+                (StatusCode::BAD_GATEWAY, SERVER_ERROR, "upstream_error")
+            }
+            ErrorKind::Connect => (
+                StatusCode::BAD_GATEWAY,
+                SERVER_ERROR,
+                "upstream_unreachable",
+            ),
+            ErrorKind::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                SERVER_ERROR,
+                "upstream_timeout",
+            ),
+        };
+        Self {
+            retry_after: if status == StatusCode::TOO_MANY_REQUESTS {
+                retry_after_of(error)
+            } else {
+                None
+            },
+            ..Self::new(status, error_type, code, error.to_string())
+        }
+    }
+
+    pub fn unknown_url(method: &Method, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "unknown_url",
+            format!("Unknown request URL: {method} {path}"),
+        )
+    }
+
+    pub fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                INVALID_REQUEST,
+                "method_not_allowed",
+                format!("Method {method} is not allowed on {path}; allowed: {allow}"),
+            )
+        }
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            INVALID_REQUEST,
+            "model_not_found",
+            format!("Model {model} not found or not available."),
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            INVALID_REQUEST,
+            "request_too_large",
+            format!("Request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// The body could not be read (the client went away mid-body, or sent
+    /// broken chunked framing).
+    pub fn unreadable_body(detail: &dyn fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "invalid_body",
+            format!("Could not read the request body: {detail}"),
+        )
+    }
+
+    /// A chunk the engine handed us could not be encoded: our bug, not the
+    /// client's or the upstream's.
+    pub(crate) fn encoding_failed(detail: &dyn fmt::Display) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            SERVER_ERROR,
+            "internal_error",
+            format!("could not encode a response chunk: {detail}"),
+        )
+    }
+
+    /// `{"error":{...}}` as bytes.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96 + self.message.len());
+        self.write_json(&mut out);
+        out
+    }
+
+    /// The SSE event that reports this error inside a stream.
+    pub fn to_sse_event(&self) -> Bytes {
+        let mut out = Vec::with_capacity(104 + self.message.len());
+        out.extend_from_slice(b"data: ");
+        self.write_json(&mut out);
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let envelope = Envelope {
+            error: Fields {
+                message: &self.message,
+                error_type: self.error_type,
+                param: self.param.as_deref(),
+                code: self.code,
+            },
+        };
+        // Serializing strings and options into a Vec cannot fail; should it
+        // ever, the client still gets the status and headers.
+        if let Err(error) = serde_json::to_writer(&mut *out, &envelope) {
+            tracing::error!(%error, "could not serialize an error body");
+        }
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::full(Bytes::from(self.to_json())));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
+        if self.challenge {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(allow) = self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(after) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(after)));
+        }
+        response
+    }
+
+    /// Logs the error once, at the edge. `cause` is the original error (its
+    /// Display may say more than the client's message); never a header or body.
+    pub fn log(&self, method: &Method, path: &str, cause: &dyn fmt::Display) {
+        let status = self.status.as_u16();
+        if self.status.is_server_error() {
+            tracing::warn!(%method, path, status, error = %cause, "request failed");
+        } else {
+            tracing::info!(%method, path, status, error = %cause, "request refused");
+        }
+    }
+}
+
+fn retry_after_of(error: &ProviderError) -> Option<Duration> {
+    match error {
+        ProviderError::Status { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}
+
+/// `Retry-After` is whole seconds; round up and never say 0, which clients
+/// read as "retry immediately".
+fn retry_after_seconds(after: Duration) -> u64 {
+    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    seconds.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn check(error: ApiError, status: u16, body: Value, headers: &[(&str, &str)]) {
+        let json: Value = serde_json::from_slice(&error.to_json()).unwrap();
+        assert_eq!(json, body, "body of {error:?}");
+        let response = error.into_response();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        for (name, value) in headers {
+            assert_eq!(
+                response.headers().get(*name).map(|v| v.to_str().unwrap()),
+                Some(*value),
+                "header {name}"
+            );
+        }
+        for name in [WWW_AUTHENTICATE, ALLOW, RETRY_AFTER] {
+            if !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name.as_str()))
+            {
+                assert!(response.headers().get(&name).is_none(), "unexpected {name}");
+            }
+        }
+    }
+
+    fn body(message: &str, error_type: &str, param: Value, code: &str) -> Value {
+        json!({"error": {"message": message, "type": error_type, "param": param, "code": code}})
+    }
+
+    fn status(status: u16, message: &str, retry_after: Option<Duration>) -> ProviderError {
+        ProviderError::Status {
+            status,
+            message: message.into(),
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn auth_errors_are_401_with_a_bearer_challenge() {
+        let challenge = [("www-authenticate", "Bearer")];
+        check(
+            ApiError::from_auth(AuthError::Missing),
+            401,
+            body(
+                "Missing API key",
+                INVALID_REQUEST,
+                Value::Null,
+                "missing_api_key",
+            ),
+            &challenge,
+        );
+        check(
+            ApiError::from_auth(AuthError::Invalid),
+            401,
+            body(
+                "Invalid API key",
+                INVALID_REQUEST,
+                Value::Null,
+                "invalid_api_key",
+            ),
+            &challenge,
+        );
+        check(
+            ApiError::from_auth(AuthError::Expired),
+            401,
+            body(
+                "API key has expired",
+                INVALID_REQUEST,
+                Value::Null,
+                "expired_api_key",
+            ),
+            &challenge,
+        );
+    }
+
+    #[test]
+    fn request_errors_are_4xx() {
+        check(
+            ApiError::from_chat(&ChatError::InvalidBody {
+                detail: "expected value at line 1 column 1".into(),
+            }),
+            400,
+            body(
+                "Invalid request body: expected value at line 1 column 1",
+                INVALID_REQUEST,
+                Value::Null,
+                "invalid_json",
+            ),
+            &[],
+        );
+        check(
+            ApiError::from_chat(&ChatError::InvalidField {
+                message: "Field `model` must be a string".into(),
+                param: Some("model".into()),
+            }),
+            400,
+            body(
+                "Invalid request: Field `model` must be a string",
+                INVALID_REQUEST,
+                json!("model"),
+                "invalid_value",
+            ),
+            &[],
+        );
+        check(
+            ApiError::from_chat(&ChatError::InvalidField {
+                message: "model is required".into(),
+                param: None,
+            }),
+            400,
+            body(
+                "Invalid request: model is required",
+                INVALID_REQUEST,
+                Value::Null,
+                "invalid_value",
+            ),
+            &[],
+        );
+        check(
+            ApiError::from_chat(&ChatError::ModelNotFound {
+                model: "gpt-9".into(),
+            }),
+            404,
+            body(
+                "Model gpt-9 not found or not available.",
+                INVALID_REQUEST,
+                Value::Null,
+                "model_not_found",
+            ),
+            &[],
+        );
+        check(
+            ApiError::model_not_found("nope"),
+            404,
+            body(
+                "Model nope not found or not available.",
+                INVALID_REQUEST,
+                Value::Null,
+                "model_not_found",
+            ),
+            &[],
+        );
+        check(
+            ApiError::body_too_large(1024),
+            413,
+            body(
+                "Request body is larger than the limit of 1024 bytes",
+                INVALID_REQUEST,
+                Value::Null,
+                "request_too_large",
+            ),
+            &[],
+        );
+        check(
+            ApiError::unknown_url(&Method::GET, "/foo"),
+            404,
+            body(
+                "Unknown request URL: GET /foo",
+                INVALID_REQUEST,
+                Value::Null,
+                "unknown_url",
+            ),
+            &[],
+        );
+        check(
+            ApiError::method_not_allowed(&Method::DELETE, "/health", "GET, HEAD, OPTIONS"),
+            405,
+            body(
+                "Method DELETE is not allowed on /health; allowed: GET, HEAD, OPTIONS",
+                INVALID_REQUEST,
+                Value::Null,
+                "method_not_allowed",
+            ),
+            &[("allow", "GET, HEAD, OPTIONS")],
+        );
+    }
+
+    #[test]
+    fn upstream_errors_map_by_kind() {
+        let upstream = |source| ApiError::from_chat(&ChatError::Upstream { source });
+        for code in [400, 401, 403, 404, 422] {
+            check(
+                upstream(status(code, "bad tools", None)),
+                code,
+                body(
+                    "upstream rejected the request: bad tools",
+                    INVALID_REQUEST,
+                    Value::Null,
+                    "upstream_client_error",
+                ),
+                &[],
+            );
+        }
+        check(
+            upstream(status(429, "slow down", Some(Duration::from_millis(1500)))),
+            429,
+            body(
+                "the upstream answered 429: slow down",
+                RATE_LIMIT,
+                Value::Null,
+                "rate_limit_exceeded",
+            ),
+            &[("retry-after", "2")],
+        );
+        check(
+            upstream(status(429, "slow down", Some(Duration::ZERO))),
+            429,
+            body(
+                "the upstream answered 429: slow down",
+                RATE_LIMIT,
+                Value::Null,
+                "rate_limit_exceeded",
+            ),
+            &[("retry-after", "1")],
+        );
+        check(
+            upstream(status(429, "slow down", None)),
+            429,
+            body(
+                "the upstream answered 429: slow down",
+                RATE_LIMIT,
+                Value::Null,
+                "rate_limit_exceeded",
+            ),
+            &[],
+        );
+        check(
+            upstream(status(500, "boom", Some(Duration::from_secs(3)))),
+            502,
+            body(
+                "the upstream answered 500: boom",
+                SERVER_ERROR,
+                Value::Null,
+                "upstream_error",
+            ),
+            &[],
+        );
+        check(
+            upstream(ProviderError::InvalidResponse {
+                detail: "no choices".into(),
+            }),
+            502,
+            body(
+                "the upstream sent an invalid response: no choices",
+                SERVER_ERROR,
+                Value::Null,
+                "upstream_error",
+            ),
+            &[],
+        );
+        check(
+            upstream(ProviderError::Truncated {
+                detail: "eof".into(),
+            }),
+            502,
+            body(
+                "the upstream stream ended early: eof",
+                SERVER_ERROR,
+                Value::Null,
+                "upstream_error",
+            ),
+            &[],
+        );
+        check(
+            upstream(ProviderError::Connect {
+                detail: "connection refused".into(),
+            }),
+            502,
+            body(
+                "could not connect to the upstream: connection refused",
+                SERVER_ERROR,
+                Value::Null,
+                "upstream_unreachable",
+            ),
+            &[],
+        );
+        check(
+            upstream(ProviderError::Timeout {
+                after: Duration::from_secs(30),
+            }),
+            504,
+            body(
+                "the upstream did not answer within 30s",
+                SERVER_ERROR,
+                Value::Null,
+                "upstream_timeout",
+            ),
+            &[],
+        );
+    }
+
+    #[test]
+    fn all_failed_is_503_and_keeps_the_last_retry_after() {
+        check(
+            ApiError::from_chat(&ChatError::AllFailed {
+                attempts: 3,
+                last: status(429, "quota", Some(Duration::from_secs(20))),
+            }),
+            503,
+            body(
+                "All providers failed: the upstream answered 429: quota",
+                SERVER_ERROR,
+                Value::Null,
+                "all_providers_failed",
+            ),
+            &[("retry-after", "20")],
+        );
+        check(
+            ApiError::from_chat(&ChatError::AllFailed {
+                attempts: 2,
+                last: ProviderError::Connect {
+                    detail: "refused".into(),
+                },
+            }),
+            503,
+            body(
+                "All providers failed: could not connect to the upstream: refused",
+                SERVER_ERROR,
+                Value::Null,
+                "all_providers_failed",
+            ),
+            &[],
+        );
+    }
+
+    #[test]
+    fn sse_event_is_one_data_line() {
+        let event = ApiError::from_provider(&ProviderError::Truncated {
+            detail: "eof".into(),
+        })
+        .to_sse_event();
+        let text = std::str::from_utf8(&event).unwrap();
+        assert!(text.starts_with("data: {\"error\":{"));
+        assert!(text.ends_with("}}\n\n"));
+        assert_eq!(text.matches('\n').count(), 2);
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_at_least_one_second() {
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_seconds(Duration::from_secs(60)), 60);
+    }
+}

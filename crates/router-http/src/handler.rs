@@ -1,0 +1,312 @@
+//! Routes and the per-request handler.
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CACHE_CONTROL,
+    CONTENT_TYPE,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use router_core::{ChatResponse, ChunkStream, Router};
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+use crate::body::ResponseBody;
+use crate::error::{ApiError, APPLICATION_JSON};
+use crate::HttpConfig;
+
+const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
+const MODELS_PATH: &str = "/v1/models";
+
+// The seed's CORS headers, sent on every response, verbatim.
+const ALLOW_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+const ALLOW_CREDENTIALS: HeaderValue = HeaderValue::from_static("true");
+const ALLOW_HEADERS: HeaderValue = HeaderValue::from_static(
+    "Content-Type, Content-Length, Accept-Encoding, X-CSRF-Token, Authorization, accept, origin, \
+     Cache-Control, X-Requested-With",
+);
+const ALLOW_METHODS: HeaderValue = HeaderValue::from_static("POST, OPTIONS, GET, PUT, DELETE");
+
+const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+/// Tells nginx-style proxies not to buffer the stream.
+const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
+
+/// The seed's `/health` time format: RFC 3339 with a numeric offset, whole seconds.
+const HEALTH_TIME: &[FormatItem<'static>] = format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]"
+);
+
+/// The known routes. Anything else is a 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route<'a> {
+    Health,
+    Models,
+    /// `/v1/models/{id}`; the id may itself contain `/` (`org/model`).
+    Model(&'a str),
+    ChatCompletions,
+}
+
+impl<'a> Route<'a> {
+    fn find(path: &'a str) -> Option<Self> {
+        match path {
+            "/health" => Some(Self::Health),
+            MODELS_PATH => Some(Self::Models),
+            CHAT_COMPLETIONS_PATH => Some(Self::ChatCompletions),
+            _ => path
+                .strip_prefix("/v1/models/")
+                .filter(|id| !id.is_empty())
+                .map(Self::Model),
+        }
+    }
+
+    /// The `Allow` header of a 405 on this route.
+    fn allow(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "POST, OPTIONS",
+            Self::Health | Self::Models | Self::Model(_) => "GET, HEAD, OPTIONS",
+        }
+    }
+}
+
+/// Serves one request. Cheap to clone (one `Arc`), so each connection and
+/// each h2 stream gets its own.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    router: Arc<Router>,
+    config: HttpConfig,
+}
+
+impl Handler {
+    pub fn new(router: Arc<Router>, config: HttpConfig) -> Self {
+        Self { router, config }
+    }
+
+    /// Answers one request. Never fails: every error becomes a response.
+    /// Generic over the request body so tests and benches can call it without
+    /// a socket.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let mut response = self.route(request).await;
+        add_cors(response.headers_mut());
+        response
+    }
+
+    async fn route<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let method = request.method();
+        // Preflight requests carry no credentials: answer them before auth, on any path.
+        if method == Method::OPTIONS {
+            return status_only(StatusCode::NO_CONTENT);
+        }
+        let path = request.uri().path();
+        let Some(route) = Route::find(path) else {
+            return refuse(ApiError::unknown_url(method, path), method, path);
+        };
+        let readable = method == Method::GET || method == Method::HEAD;
+        match route {
+            Route::Health if readable => health(),
+            Route::Models if readable => json(StatusCode::OK, self.router.models_json()),
+            Route::Model(id) if readable => {
+                let id = percent_decode(id);
+                match self.router.model_json(&id) {
+                    Some(model) => json(StatusCode::OK, model),
+                    None => refuse(ApiError::model_not_found(&id), method, path),
+                }
+            }
+            Route::ChatCompletions if method == Method::POST => self.chat(request).await,
+            _ => refuse(
+                ApiError::method_not_allowed(method, path, route.allow()),
+                method,
+                path,
+            ),
+        }
+    }
+
+    async fn chat<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    {
+        let fail = |error: ApiError, cause: &dyn std::fmt::Display| {
+            error.log(&Method::POST, CHAT_COMPLETIONS_PATH, cause);
+            error.into_response()
+        };
+        // The engine parses the scheme and compares in constant time; we only
+        // hand it the raw bytes (and never log them).
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let client = match self.router.authenticate(authorization) {
+            Ok(client) => client,
+            Err(error) => return fail(ApiError::from_auth(error), &error),
+        };
+
+        let limit = self.config.max_body_bytes;
+        // A declared Content-Length over the cap is refused before reading a byte.
+        if request.body().size_hint().lower() > limit as u64 {
+            return refuse(
+                ApiError::body_too_large(limit),
+                &Method::POST,
+                CHAT_COMPLETIONS_PATH,
+            );
+        }
+        let body = match Limited::new(request.into_body(), limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) if error.is::<LengthLimitError>() => {
+                return fail(ApiError::body_too_large(limit), &error)
+            }
+            Err(error) => return fail(ApiError::unreadable_body(&error), &error),
+        };
+
+        match self.router.chat(&client, &body).await {
+            Ok(ChatResponse::Complete(completion)) => match serde_json::to_vec(&completion.0) {
+                Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes)),
+                Err(error) => fail(ApiError::encoding_failed(&error), &error),
+            },
+            Ok(ChatResponse::Stream(chunks)) => self.event_stream(chunks),
+            Err(error) => fail(ApiError::from_chat(&error), &error),
+        }
+    }
+
+    fn event_stream(&self, chunks: ChunkStream) -> Response<ResponseBody> {
+        let mut response = Response::new(ResponseBody::sse(chunks, self.config.sse_keepalive));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, TEXT_EVENT_STREAM);
+        headers.insert(CACHE_CONTROL, NO_CACHE);
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+        // No `Connection: keep-alive` (the seed's): it is illegal in HTTP/2 and
+        // the HTTP/1.1 default anyway.
+        response
+    }
+}
+
+/// Logs an error the handler produced itself (its message says it all) and answers with it.
+fn refuse(error: ApiError, method: &Method, path: &str) -> Response<ResponseBody> {
+    error.log(method, path, &error.message());
+    error.into_response()
+}
+
+fn add_cors(headers: &mut HeaderMap) {
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW_ORIGIN);
+    headers.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, ALLOW_CREDENTIALS);
+    headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
+    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
+}
+
+fn status_only(status: StatusCode) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = status;
+    response
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, APPLICATION_JSON);
+    response
+}
+
+fn health() -> Response<ResponseBody> {
+    // Formatting a UTC time with this fixed description cannot fail; the
+    // fallback only keeps the endpoint answering should it ever.
+    let now = OffsetDateTime::now_utc()
+        .format(HEALTH_TIME)
+        .unwrap_or_default();
+    json(
+        StatusCode::OK,
+        Bytes::from(format!(r#"{{"status":"ok","time":"{now}"}}"#)),
+    )
+}
+
+/// Decodes `%XX` escapes in a model id (clients may escape `/` or `:`).
+/// An invalid escape leaves the id as sent, which then simply matches nothing.
+fn percent_decode(raw: &str) -> Cow<'_, str> {
+    if !raw.contains('%') {
+        return Cow::Borrowed(raw);
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    match String::from_utf8(decoded) {
+        Ok(decoded) => Cow::Owned(decoded),
+        Err(_) => Cow::Borrowed(raw),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        fn check(path: &str, expected: Option<Route<'_>>) {
+            assert_eq!(Route::find(path), expected, "{path}");
+        }
+        check("/health", Some(Route::Health));
+        check("/v1/models", Some(Route::Models));
+        check("/v1/models/gpt-4o", Some(Route::Model("gpt-4o")));
+        check(
+            "/v1/models/openai/gpt-4o",
+            Some(Route::Model("openai/gpt-4o")),
+        );
+        check("/v1/chat/completions", Some(Route::ChatCompletions));
+        check("/v1/models/", None);
+        check("/v1/chat/completions/", None);
+        check("/health/", None);
+        check("/", None);
+        check("/v1/completions", None);
+    }
+
+    #[test]
+    fn model_ids_are_percent_decoded() {
+        fn check(raw: &str, expected: &str) {
+            assert_eq!(percent_decode(raw), expected, "{raw}");
+        }
+        check("gpt-4o", "gpt-4o");
+        check("openai%2Fgpt-4o", "openai/gpt-4o");
+        check("gemini-2.5-pro%3afree", "gemini-2.5-pro:free");
+        check("bad%zzescape", "bad%zzescape");
+        check("trailing%2", "trailing%2");
+        check("%FF", "%FF");
+    }
+
+    #[test]
+    fn health_time_is_rfc3339_with_an_offset() {
+        let time = OffsetDateTime::UNIX_EPOCH.format(HEALTH_TIME).unwrap();
+        assert_eq!(time, "1970-01-01T00:00:00+00:00");
+    }
+}

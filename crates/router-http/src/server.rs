@@ -1,0 +1,162 @@
+//! Accepting connections, serving them, and shutting down gracefully.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use router_core::Router;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::handler::Handler;
+use crate::HttpConfig;
+
+/// After a failed `accept` (typically out of file descriptors), wait this long
+/// before the next one instead of spinning on the same error.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct ServeOutcome {
+    /// Whether every connection finished its in-flight requests (and streams)
+    /// within the shutdown timeout. When false, the rest were cut off.
+    pub drained: bool,
+}
+
+/// Serves HTTP/1.1 (keep-alive) and h2c (prior knowledge) on `listener` until
+/// `shutdown` completes; then stops accepting, lets in-flight requests and
+/// streams finish for up to `shutdown_timeout`, and cuts off whatever is left.
+///
+/// Every connection task is owned by this future: when it returns (or is
+/// dropped) no connection, and so no upstream call, outlives it.
+pub async fn serve(
+    listener: TcpListener,
+    router: Arc<Router>,
+    config: HttpConfig,
+    shutdown: impl Future<Output = ()>,
+    shutdown_timeout: Duration,
+) -> ServeOutcome {
+    let handler = Handler::new(router, config);
+    let builder = Arc::new(connection_builder(&config));
+    let graceful = GracefulShutdown::new();
+    // Connections still waiting for their first byte are not hyper connections
+    // yet, so `graceful` cannot reach them; this tells them to give up.
+    let (stop_waiting, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Reap finished connections so the set only holds live ones.
+                    while connections.try_join_next().is_some() {}
+                    connections.spawn(serve_connection(
+                        stream,
+                        peer,
+                        handler.clone(),
+                        Arc::clone(&builder),
+                        graceful.watcher(),
+                        stopped.clone(),
+                        config.header_read_timeout,
+                    ));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                }
+            },
+        }
+    }
+
+    // Closing the listener makes the OS refuse new connections at once.
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(
+        open,
+        ?shutdown_timeout,
+        "shutting down: draining connections"
+    );
+    // Nobody may be subscribed any more; that is fine.
+    let _ = stop_waiting.send(true);
+    let drained = tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+        .await
+        .is_ok();
+    if !drained {
+        tracing::warn!(
+            remaining = connections.len(),
+            "shutdown timeout: cutting off connections"
+        );
+    }
+    // Abort what is left: their bodies, and so their upstream calls, are
+    // dropped with them.
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    ServeOutcome { drained }
+}
+
+fn connection_builder(config: &HttpConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .keep_alive(true);
+    // The timer drives h2 keep-alive pings should they be configured.
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Handler,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    mut stopped: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+) {
+    // Small SSE frames must leave now, not when Nagle's algorithm says so.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
+    }
+    // hyper's header timeout starts only once HTTP/1 is detected; until the
+    // first byte arrives a silent client would hold the socket forever.
+    tokio::select! {
+        biased;
+        _ = stopped.wait_for(|stopped| *stopped) => return,
+        first_byte = tokio::time::timeout(header_read_timeout, stream.readable()) => match first_byte {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "connection failed before its first byte");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no request within the header read timeout");
+                return;
+            }
+        },
+    }
+
+    let service = service_fn(move |request: Request<Incoming>| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    if let Err(error) = watcher.watch(connection).await {
+        // Clients resetting connections and timing out are routine.
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
