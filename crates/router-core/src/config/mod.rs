@@ -18,8 +18,10 @@ use url::Url;
 
 use crate::secret::Secret;
 
+mod env;
 mod error;
 mod raw;
+mod scalar;
 mod validate;
 mod yaml;
 

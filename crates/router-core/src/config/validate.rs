@@ -1,16 +1,824 @@
 //! Raw structs to a validated [`Config`].
-use std::path::Path;
+//!
+//! The entry points read the text, walk it into `raw` structs and check what
+//! a single field cannot: ranges, defaults, cross-field rules (a model must be
+//! reachable) and cross-item rules (ids and client keys are unique). Every
+//! problem is collected; the caller gets either a whole `Config` or all of
+//! them, each with file, field path and line.
 
-use super::{Config, ConfigErrors};
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::path::Path;
+use std::time::Duration;
+
+use url::Url;
+
+use super::error::Problem;
+use super::raw::{Ctx, Field, RawApiKey, RawConfig, RawModel, RawServer};
+use super::yaml::{self, LineIndex};
+use super::{
+    Capabilities, ClientKeyConfig, Config, ConfigError, ConfigErrors, KeyLimits, ModelEntry,
+    ModelLimits, ServerConfig, OPENAI_PROVIDER,
+};
+use crate::secret::Secret;
 
 /// Reads and validates a config file. `env` looks up `${VAR}` references.
-pub fn load_file(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let _ = (path, env);
-    todo!()
+pub fn load_file(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text, env),
+        Err(error) => Err(ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            path: String::new(),
+            line: None,
+            message: format!("cannot read the file: {error}"),
+        }])),
+    }
 }
 
 /// Validates config text. `file` is used in messages only.
-pub fn parse(file: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-    let _ = (file, text, env);
-    todo!()
+///
+/// String values may use `${VAR}`, looked up with `env`; `$${` writes a
+/// literal `${`.
+pub fn parse(
+    file: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let lines = LineIndex::scan(text);
+    let mut cx = Ctx::new(env);
+    let config = match yaml::parse_document(text, &lines) {
+        Ok(document) => {
+            let raw = RawConfig::decode(&document, &mut cx);
+            Some(validate(file, raw, &mut cx))
+        }
+        Err(problem) => {
+            cx.problems.push(problem);
+            None
+        }
+    };
+    match config {
+        Some(config) if cx.problems.is_empty() => Ok(config),
+        _ => Err(to_errors(file, cx.problems, &lines)),
+    }
+}
+
+/// Ties problems to the file and its lines, in line order (those without a
+/// line last) so the report reads like the file.
+fn to_errors(file: &Path, problems: Vec<Problem>, lines: &LineIndex) -> ConfigErrors {
+    let mut errors: Vec<ConfigError> = problems
+        .into_iter()
+        .map(|problem| ConfigError {
+            file: file.to_path_buf(),
+            line: problem.line.or_else(|| lines.line_of(&problem.path)),
+            path: problem.path,
+            message: problem.message,
+        })
+        .collect();
+    errors.sort_by_key(|error| error.line.unwrap_or(usize::MAX));
+    ConfigErrors(errors)
+}
+
+fn validate(file: &Path, raw: RawConfig, cx: &mut Ctx<'_>) -> Config {
+    let server = match raw.server {
+        Field::Set(server) => validate_server(server, cx),
+        Field::Absent | Field::Invalid => ServerConfig::default(),
+    };
+    let models: Vec<ModelEntry> = raw
+        .models
+        .set()
+        .map(|entries| entries.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(index, model)| validate_model(index, model, cx))
+        .collect();
+    let api_keys: Vec<ClientKeyConfig> = raw
+        .api_keys
+        .set()
+        .map(|entries| entries.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(index, key)| validate_client_key(index, key, cx))
+        .collect();
+
+    // The seed keys its provider-key round robin by `id`, with 0 (or no id)
+    // shared on purpose; two entries that name the same non-zero id are a
+    // copy-paste slip, not a wish to share.
+    unique_ids(
+        "models",
+        models.iter().map(|model| (model.index, model.id)),
+        cx,
+    );
+    unique_ids(
+        "api_keys",
+        api_keys.iter().map(|key| (key.index, key.id)),
+        cx,
+    );
+    unique_client_keys(&api_keys, cx);
+
+    Config {
+        source: file.to_path_buf(),
+        server,
+        models,
+        api_keys,
+    }
+}
+
+fn validate_server(raw: RawServer, cx: &mut Ctx<'_>) -> ServerConfig {
+    let defaults = ServerConfig::default();
+    ServerConfig {
+        host: raw.host.set().unwrap_or(defaults.host),
+        port: raw.port.set().map_or(defaults.port, |port| port.0),
+        // Zero is allowed: the seed then shuts down at once unless idle.
+        shutdown_timeout: raw
+            .shutdown_timeout
+            .set()
+            .unwrap_or(defaults.shutdown_timeout),
+        max_body_bytes: byte_size(
+            raw.max_body_bytes,
+            "server.max_body_bytes",
+            defaults.max_body_bytes,
+            cx,
+        ),
+        sse_keepalive: positive_duration(
+            raw.sse_keepalive,
+            "server.sse_keepalive",
+            defaults.sse_keepalive,
+            cx,
+        ),
+        max_sse_event_bytes: byte_size(
+            raw.max_sse_event_bytes,
+            "server.max_sse_event_bytes",
+            defaults.max_sse_event_bytes,
+            cx,
+        ),
+        connect_timeout: positive_duration(
+            raw.connect_timeout,
+            "server.connect_timeout",
+            defaults.connect_timeout,
+            cx,
+        ),
+        request_timeout: positive_duration(
+            raw.request_timeout,
+            "server.request_timeout",
+            defaults.request_timeout,
+            cx,
+        ),
+    }
+}
+
+fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
+    let at = |field: &str| format!("models[{index}].{field}");
+
+    let name = match raw.name {
+        Field::Set(name) => {
+            if name.trim().is_empty() {
+                cx.error(
+                    &at("name"),
+                    "must not be empty: it is the model name clients ask for",
+                );
+            }
+            name
+        }
+        Field::Absent => {
+            cx.error(
+                &at("name"),
+                "missing: every model needs the `name` clients ask for",
+            );
+            String::new()
+        }
+        Field::Invalid => String::new(),
+    };
+    // The seed would send an empty model upstream; the name is what was meant.
+    let provider_model_name = raw
+        .provider_model_name
+        .set()
+        .filter(|upstream| !upstream.is_empty())
+        .unwrap_or_else(|| name.clone());
+
+    let enabled = flag(raw.enabled);
+    let is_openai_compatibility = flag(raw.is_openai_compatibility);
+    let base_url = parse_base_url(raw.base_url, &at("base_url"), cx);
+
+    let provider = match raw.provider {
+        Field::Set(provider) if provider.trim().is_empty() => {
+            cx.error(
+                &at("provider"),
+                "must not be empty: name an adapter such as `openai` or `mock`",
+            );
+            None
+        }
+        Field::Set(provider) => Some(provider),
+        Field::Absent if is_openai_compatibility => Some(OPENAI_PROVIDER.to_owned()),
+        Field::Absent => {
+            if enabled {
+                cx.error(
+                    &at("provider"),
+                    "missing: this enabled model has no way to reach an upstream; set `provider` \
+                     (`openai` with a `base_url`, or `mock`) or `is_openai_compatibility: true`",
+                );
+            }
+            None
+        }
+        Field::Invalid => None,
+    };
+    if enabled && provider.as_deref() == Some(OPENAI_PROVIDER) && matches!(base_url, Ok(None)) {
+        cx.error(
+            &at("base_url"),
+            "missing: the `openai` provider needs a base URL such as `https://api.openai.com/v1`",
+        );
+    }
+
+    let provider_api_keys = raw.provider_api_key.set().unwrap_or_default();
+    for (key_index, key) in provider_api_keys.iter().enumerate() {
+        // Reading the value only to see that there is one; it is not shown.
+        if key.expose().trim().is_empty() {
+            cx.error(
+                &format!("models[{index}].provider_api_key[{key_index}]"),
+                "must not be empty (leave the list empty to send no `Authorization`)",
+            );
+        }
+    }
+
+    ModelEntry {
+        index,
+        id: count(raw.id, &at("id"), cx).unwrap_or(0),
+        name,
+        provider_model_name,
+        display_name: raw.display_name.set().unwrap_or_default(),
+        description: raw.description.set().unwrap_or_default(),
+        capabilities: Capabilities {
+            chat: flag(raw.supports_chat),
+            completion: flag(raw.supports_completion),
+            embedding: flag(raw.supports_embedding),
+            image_gen: flag(raw.supports_image_gen),
+            image_edit: flag(raw.supports_image_edit),
+            image_var: flag(raw.supports_image_var),
+            input_image: flag(raw.supports_input_image),
+            audio_trans: flag(raw.supports_audio_trans),
+            audio_trans2: flag(raw.supports_audio_trans2),
+        },
+        support_google_thinking: flag(raw.support_google_thinking),
+        stream_only: flag(raw.stream_only),
+        limits: ModelLimits {
+            rpm: limit(raw.rpm, &at("rpm"), cx),
+            rph: limit(raw.rph, &at("rph"), cx),
+            rpd: limit(raw.rpd, &at("rpd"), cx),
+            tpm: limit(raw.tpm, &at("tpm"), cx),
+            tph: limit(raw.tph, &at("tph"), cx),
+            tpd: limit(raw.tpd, &at("tpd"), cx),
+        },
+        input_price_per_token: price(raw.input_price_per_token, &at("input_price_per_token"), cx),
+        output_price_per_token: price(
+            raw.output_price_per_token,
+            &at("output_price_per_token"),
+            cx,
+        ),
+        max_tokens: limit(raw.max_tokens, &at("max_tokens"), cx),
+        context_length: limit(raw.context_length, &at("context_length"), cx),
+        supported_parameters: raw.supported_parameters.set(),
+        // An entry that is neither enabled nor reachable is never dispatched;
+        // it gets the default adapter's name so that it still names one.
+        provider: provider.unwrap_or_else(|| OPENAI_PROVIDER.to_owned()),
+        provider_api_keys,
+        base_url: base_url.unwrap_or(None),
+        base_url_direct: flag(raw.base_url_direct),
+        is_openai_compatibility,
+        enabled,
+        visible: flag(raw.visible),
+    }
+}
+
+fn validate_client_key(index: usize, raw: RawApiKey, cx: &mut Ctx<'_>) -> ClientKeyConfig {
+    let at = |field: &str| format!("api_keys[{index}].{field}");
+    let key = match raw.key {
+        Field::Set(key) => {
+            // Reading the value only to see that there is one; it is not shown.
+            if key.expose().trim().is_empty() {
+                cx.error(&at("key"), "must not be empty");
+            }
+            key
+        }
+        Field::Absent => {
+            cx.error(&at("key"), "missing: every client key needs a `key` value");
+            Secret::new("")
+        }
+        Field::Invalid => Secret::new(""),
+    };
+    ClientKeyConfig {
+        index,
+        id: count(raw.id, &at("id"), cx).unwrap_or(0),
+        key,
+        name: raw.name.set().unwrap_or_default(),
+        is_active: flag(raw.is_active),
+        user_id: count(raw.user_id, &at("user_id"), cx),
+        expires_at: raw.expires_at.set(),
+        limits: KeyLimits {
+            rps: limit(raw.rps, &at("rps"), cx),
+            rpm: limit(raw.rpm, &at("rpm"), cx),
+            rph: limit(raw.rph, &at("rph"), cx),
+            rpd: limit(raw.rpd, &at("rpd"), cx),
+            tps: limit(raw.tps, &at("tps"), cx),
+            tpm: limit(raw.tpm, &at("tpm"), cx),
+            tph: limit(raw.tph, &at("tph"), cx),
+            tpd: limit(raw.tpd, &at("tpd"), cx),
+        },
+    }
+}
+
+/// Reports each non-zero id that an earlier item of `section` already uses.
+fn unique_ids(section: &str, ids: impl Iterator<Item = (usize, u64)>, cx: &mut Ctx<'_>) {
+    let mut first_use: HashMap<u64, usize> = HashMap::new();
+    for (index, id) in ids {
+        if id == 0 {
+            continue;
+        }
+        match first_use.get(&id) {
+            Some(first) => cx.error(
+                &format!("{section}[{index}].id"),
+                format!("duplicate id {id}: already used by {section}[{first}]"),
+            ),
+            None => {
+                first_use.insert(id, index);
+            }
+        }
+    }
+}
+
+/// Reports each client key whose value an earlier key already has, naming
+/// both places and never the value.
+fn unique_client_keys(keys: &[ClientKeyConfig], cx: &mut Ctx<'_>) {
+    let mut first_use: HashMap<&str, usize> = HashMap::new();
+    for key in keys {
+        // Reading the value only to compare it; it is not shown.
+        let value = key.key.expose();
+        if value.trim().is_empty() {
+            continue;
+        }
+        match first_use.get(value) {
+            Some(first) => cx.error(
+                &format!("api_keys[{}].key", key.index),
+                format!("duplicate key: api_keys[{first}].key has the same value"),
+            ),
+            None => {
+                first_use.insert(value, key.index);
+            }
+        }
+    }
+}
+
+/// A boolean; absent means false, the seed's zero value.
+fn flag(field: Field<bool>) -> bool {
+    field.set().unwrap_or(false)
+}
+
+/// A non-negative integer.
+fn count(field: Field<i128>, path: &str, cx: &mut Ctx<'_>) -> Option<u64> {
+    let value = field.set()?;
+    match u64::try_from(value) {
+        Ok(value) => Some(value),
+        Err(_) if value < 0 => {
+            cx.error(path, format!("must not be negative, found {value}"));
+            None
+        }
+        Err(_) => {
+            cx.error(path, format!("is too large, found {value}"));
+            None
+        }
+    }
+}
+
+/// A limit: 0 or absent means none.
+fn limit(field: Field<i128>, path: &str, cx: &mut Ctx<'_>) -> Option<NonZeroU64> {
+    if let Field::Set(value) = field {
+        if value < 0 {
+            cx.error(
+                path,
+                format!("must not be negative (0 or leaving it out means no limit), found {value}"),
+            );
+            return None;
+        }
+    }
+    count(field, path, cx).and_then(NonZeroU64::new)
+}
+
+/// A size in bytes that must allow at least one byte.
+fn byte_size(field: Field<i128>, path: &str, default: usize, cx: &mut Ctx<'_>) -> usize {
+    match count(field, path, cx) {
+        None => default,
+        Some(0) => {
+            cx.error(path, "must be greater than zero");
+            default
+        }
+        Some(bytes) => usize::try_from(bytes).unwrap_or_else(|_| {
+            cx.error(
+                path,
+                format!("is too large for this machine, found {bytes}"),
+            );
+            default
+        }),
+    }
+}
+
+/// A duration that must be longer than zero (a zero interval or timeout
+/// would spin or fail every request).
+fn positive_duration(
+    field: Field<Duration>,
+    path: &str,
+    default: Duration,
+    cx: &mut Ctx<'_>,
+) -> Duration {
+    match field.set() {
+        Some(duration) if duration.is_zero() => {
+            cx.error(path, "must be greater than zero");
+            default
+        }
+        Some(duration) => duration,
+        None => default,
+    }
+}
+
+/// A price per token in USD: finite and not negative.
+fn price(field: Field<f64>, path: &str, cx: &mut Ctx<'_>) -> f64 {
+    match field.set() {
+        Some(price) if price.is_finite() && price >= 0.0 => price,
+        Some(price) if price < 0.0 => {
+            cx.error(path, format!("must not be negative, found {price}"));
+            0.0
+        }
+        Some(_) => {
+            cx.error(path, "must be a finite number");
+            0.0
+        }
+        None => 0.0,
+    }
+}
+
+/// `base_url`: `Ok(None)` when absent or empty (the seed's zero value),
+/// `Err` when a problem was recorded. The value is never echoed: it may
+/// carry credentials.
+fn parse_base_url(field: Field<String>, path: &str, cx: &mut Ctx<'_>) -> Result<Option<Url>, ()> {
+    const EXAMPLE: &str = "`https://api.openai.com/v1`";
+    let text = match field {
+        Field::Set(text) => text,
+        Field::Absent => return Ok(None),
+        Field::Invalid => return Err(()),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(Some(url)),
+        Ok(_) => {
+            cx.error(
+                path,
+                format!("must be an http or https URL such as {EXAMPLE}"),
+            );
+            Err(())
+        }
+        Err(error) => {
+            cx.error(
+                path,
+                format!("not a valid URL ({error}); expected one such as {EXAMPLE}"),
+            );
+            Err(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "KEY" => Some("sk-from-env".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// Parses `yaml` as `test.yaml` and returns the errors as `line: path: message`.
+    fn errors_of(yaml: &str) -> Vec<String> {
+        match parse(Path::new("test.yaml"), yaml, &env) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors
+                .iter()
+                .map(|e| {
+                    let line = e
+                        .line
+                        .map_or_else(|| "-".to_owned(), |line| line.to_string());
+                    format!("{line}: {}: {}", e.path, e.message)
+                })
+                .collect(),
+        }
+    }
+
+    fn check(yaml: &str, expected: &[&str]) {
+        assert_eq!(errors_of(yaml), expected, "yaml:\n{yaml}");
+    }
+
+    fn load(yaml: &str) -> Config {
+        parse(Path::new("test.yaml"), yaml, &env).unwrap()
+    }
+
+    const MOCK: &str = "models:\n  - name: m\n    provider: mock\n    enabled: true\n";
+
+    #[test]
+    fn minimal_files_take_the_defaults() {
+        let config = load("server: {}\n");
+        assert_eq!(config.server, ServerConfig::default());
+        assert!(config.models.is_empty());
+        assert!(config.api_keys.is_empty());
+        assert_eq!(config.source, PathBuf::from("test.yaml"));
+
+        let config = load(MOCK);
+        let model = &config.models[0];
+        assert_eq!(model.name, "m");
+        assert_eq!(model.provider_model_name, "m");
+        assert_eq!(model.provider, "mock");
+        assert_eq!(model.id, 0);
+        assert_eq!(model.limits, ModelLimits::default());
+        assert_eq!(model.capabilities, Capabilities::default());
+        assert_eq!(model.base_url, None);
+        assert_eq!(model.supported_parameters, None);
+        assert!(model.enabled && !model.visible && !model.stream_only);
+    }
+
+    #[test]
+    fn server_fields() {
+        let server = load(
+            "server:\n  host: 127.0.0.1\n  port: 9000\n  shutdown_timeout: 0s\n  max_body_bytes: 1024\n  \
+             sse_keepalive: 15s\n  max_sse_event_bytes: 2048\n  connect_timeout: 3s\n  request_timeout: 1h\n",
+        )
+        .server;
+        assert_eq!(
+            server,
+            ServerConfig {
+                host: [127, 0, 0, 1].into(),
+                port: 9000,
+                shutdown_timeout: Duration::ZERO,
+                max_body_bytes: 1024,
+                sse_keepalive: Duration::from_secs(15),
+                max_sse_event_bytes: 2048,
+                connect_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_secs(3600),
+            }
+        );
+    }
+
+    #[test]
+    fn server_errors() {
+        check(
+            "server:\n  port: 8316\n  shutdown_timeout: 10\n  max_body_bytes: 0\n  sse_keepalive: 0s\n  \
+             max_sse_event_bytes: -1\n  connect_timeout: 0ms\n  request_timeout: 1 hour\n",
+            &[
+                "3: server.shutdown_timeout: expected a duration such as `10s`, `1m30s` or `500ms` \
+                 (units: ns, us, ms, s, m, h), found the bare number 10 (add a unit, e.g. `10s`)",
+                "4: server.max_body_bytes: must be greater than zero",
+                "5: server.sse_keepalive: must be greater than zero",
+                "6: server.max_sse_event_bytes: must not be negative, found -1",
+                "7: server.connect_timeout: must be greater than zero",
+                "8: server.request_timeout: expected a duration such as `10s`, `1m30s` or `500ms` \
+                 (units: ns, us, ms, s, m, h), found `1 hour`",
+            ],
+        );
+    }
+
+    #[test]
+    fn model_numbers() {
+        let model = load(
+            "models:\n  - name: m\n    id: 7\n    rpm: 5\n    rph: 0\n    tpd: 1_000_000\n    \
+             input_price_per_token: 0.000001\n    output_price_per_token: 2\n    max_tokens: 0\n    \
+             context_length: 128000\n",
+        )
+        .models
+        .remove(0);
+        assert_eq!(model.id, 7);
+        assert_eq!(model.limits.rpm, NonZeroU64::new(5));
+        assert_eq!(model.limits.rph, None);
+        assert_eq!(model.limits.tpd, NonZeroU64::new(1_000_000));
+        assert_eq!(model.input_price_per_token, 0.000_001);
+        assert_eq!(model.output_price_per_token, 2.0);
+        assert_eq!(model.max_tokens, None);
+        assert_eq!(model.context_length, NonZeroU64::new(128_000));
+    }
+
+    #[test]
+    fn integers_beyond_u64_are_refused_by_the_parser() {
+        check(
+            "models:\n  - name: m\n    rpm: 99999999999999999999\n",
+            &["3: models[0].rpm: invalid type: integer `99999999999999999999` as u128, expected any \
+               YAML value"],
+        );
+    }
+
+    #[test]
+    fn model_number_errors() {
+        check(
+            "models:\n  - name: m\n    id: -1\n    rpm: -5\n    input_price_per_token: -0.5\n    \
+             output_price_per_token: .nan\n    max_tokens: 1.5\n",
+            &[
+                "3: models[0].id: must not be negative, found -1",
+                "4: models[0].rpm: must not be negative (0 or leaving it out means no limit), found -5",
+                "5: models[0].input_price_per_token: must not be negative, found -0.5",
+                "6: models[0].output_price_per_token: must be a finite number",
+                "7: models[0].max_tokens: expected an integer, found the number 1.5",
+            ],
+        );
+    }
+
+    #[test]
+    fn reachability() {
+        // `is_openai_compatibility` alone means the `openai` adapter.
+        let model = load(
+            "models:\n  - name: m\n    is_openai_compatibility: true\n    base_url: http://h:1/v1\n    enabled: true\n",
+        )
+        .models
+        .remove(0);
+        assert_eq!(model.provider, OPENAI_PROVIDER);
+        assert_eq!(
+            model.base_url.map(String::from),
+            Some("http://h:1/v1".to_owned())
+        );
+        // Other adapter names are the binary's business.
+        assert_eq!(
+            load("models:\n  - name: m\n    provider: anthropic\n    enabled: true\n").models[0]
+                .provider,
+            "anthropic"
+        );
+        // Disabled entries need not be reachable.
+        assert_eq!(
+            load("models:\n  - name: m\n").models[0].provider,
+            OPENAI_PROVIDER
+        );
+
+        check(
+            "models:\n  - name: a\n    enabled: true\n  - name: b\n    is_openai_compatibility: true\n    enabled: true\n  \
+             - name: c\n    provider: openai\n    base_url: \"\"\n    enabled: true\n  - name: d\n    provider: \"\"\n",
+            &[
+                "2: models[0].provider: missing: this enabled model has no way to reach an upstream; set \
+                 `provider` (`openai` with a `base_url`, or `mock`) or `is_openai_compatibility: true`",
+                "4: models[1].base_url: missing: the `openai` provider needs a base URL such as \
+                 `https://api.openai.com/v1`",
+                "9: models[2].base_url: missing: the `openai` provider needs a base URL such as \
+                 `https://api.openai.com/v1`",
+                "12: models[3].provider: must not be empty: name an adapter such as `openai` or `mock`",
+            ],
+        );
+    }
+
+    #[test]
+    fn base_url_errors_never_echo_the_value() {
+        check(
+            "models:\n  - name: a\n    base_url: ftp://user:secret@host/\n  - name: b\n    base_url: \"not a url\"\n  \
+             - name: c\n    base_url: \"https://\"\n",
+            &[
+                "3: models[0].base_url: must be an http or https URL such as `https://api.openai.com/v1`",
+                "5: models[1].base_url: not a valid URL (relative URL without a base); expected one such as \
+                 `https://api.openai.com/v1`",
+                "7: models[2].base_url: not a valid URL (empty host); expected one such as \
+                 `https://api.openai.com/v1`",
+            ],
+        );
+    }
+
+    #[test]
+    fn names() {
+        check(
+            "models:\n  - id: 1\n  - name: \"\"\n  - name: [a]\n",
+            &[
+                "2: models[0].name: missing: every model needs the `name` clients ask for",
+                "3: models[1].name: must not be empty: it is the model name clients ask for",
+                "4: models[2].name: expected a string, found a list",
+            ],
+        );
+        let model = load("models:\n  - name: m\n    provider_model_name: \"\"\n")
+            .models
+            .remove(0);
+        assert_eq!(model.provider_model_name, "m");
+    }
+
+    #[test]
+    fn duplicates() {
+        check(
+            "models:\n  - {id: 1, name: a}\n  - {id: 0, name: b}\n  - {name: c}\n  - {id: 1, name: d}\n\
+             api_keys:\n  - id: 1\n    key: k1\n  - id: 1\n    key: k1\n  - key: ${KEY}\n  - key: sk-from-env\n",
+            &[
+                "5: models[3].id: duplicate id 1: already used by models[0]",
+                "9: api_keys[1].id: duplicate id 1: already used by api_keys[0]",
+                "10: api_keys[1].key: duplicate key: api_keys[0].key has the same value",
+                "12: api_keys[3].key: duplicate key: api_keys[2].key has the same value",
+            ],
+        );
+    }
+
+    #[test]
+    fn client_keys() {
+        let key = load(
+            "api_keys:\n  - id: 3\n    key: ${KEY}\n    name: ci\n    is_active: true\n    user_id: 9\n    \
+             expires_at: 2030-01-02T03:04:05Z\n    rps: 1\n    tpd: 0\n",
+        )
+        .api_keys
+        .remove(0);
+        assert_eq!(key.id, 3);
+        assert_eq!(key.key.expose(), "sk-from-env");
+        assert_eq!(key.name, "ci");
+        assert!(key.is_active);
+        assert_eq!(key.user_id, Some(9));
+        assert_eq!(
+            key.expires_at,
+            Some(time::macros::datetime!(2030-01-02 03:04:05 UTC))
+        );
+        assert_eq!(
+            key.limits,
+            KeyLimits {
+                rps: NonZeroU64::new(1),
+                ..KeyLimits::default()
+            }
+        );
+
+        check(
+            "api_keys:\n  - name: no key\n  - key: \"\"\n  - key: ${MISSING}\n  - key: k\n    user_id: -2\n",
+            &[
+                "2: api_keys[0].key: missing: every client key needs a `key` value",
+                "3: api_keys[1].key: must not be empty",
+                "4: api_keys[2].key: environment variable `MISSING` is not set",
+                "6: api_keys[3].user_id: must not be negative, found -2",
+            ],
+        );
+    }
+
+    #[test]
+    fn empty_provider_keys() {
+        check(
+            "models:\n  - name: m\n    provider_api_key:\n      - a\n      - \"\"\n",
+            &["5: models[0].provider_api_key[1]: must not be empty (leave the list empty to send no \
+               `Authorization`)"],
+        );
+    }
+
+    #[test]
+    fn whole_file_errors() {
+        check(
+            "",
+            &["-: : the file is empty; expected a mapping with `server`, `models` and `api_keys`"],
+        );
+        check(
+            "# only a comment\n",
+            &["-: : the file is empty; expected a mapping with `server`, `models` and `api_keys`"],
+        );
+        check(
+            "- a\n- b\n",
+            &["-: : expected a mapping with `server`, `models` and `api_keys` at the top level, found a list"],
+        );
+        check(
+            "model: []\nx-defaults: {a: 1}\nsevrer: {}\n",
+            &[
+                "1: model: unknown field, did you mean `models`?",
+                "3: sevrer: unknown field, did you mean `server`?",
+            ],
+        );
+        check(
+            "server: []\n",
+            &["1: server: expected a mapping of `key: value` fields, found a list"],
+        );
+        check(
+            "models: {}\n",
+            &["1: models: expected a list, found a mapping"],
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_in_line_order() {
+        check(
+            "api_keys:\n  - key: \"\"\nmodels:\n  - name: m\n    bse_url: x\n    rpm: -1\n    enabled: maybe\n\
+             server:\n  port: http\n",
+            &[
+                "2: api_keys[0].key: must not be empty",
+                "5: models[0].bse_url: unknown field, did you mean `base_url`?",
+                "6: models[0].rpm: must not be negative (0 or leaving it out means no limit), found -1",
+                "7: models[0].enabled: expected `true` or `false`, found a string",
+                "9: server.port: expected a port number from 0 to 65535, found `http`",
+            ],
+        );
+    }
+
+    #[test]
+    fn load_file_reports_unreadable_files() {
+        let missing = Path::new("/nonexistent/router/config.yaml");
+        let errors = load_file(missing, &env).unwrap_err();
+        assert_eq!(errors.0.len(), 1);
+        assert_eq!(errors.0[0].file, missing);
+        assert_eq!(errors.0[0].line, None);
+        assert!(
+            errors.0[0].message.starts_with("cannot read the file: "),
+            "{}",
+            errors.0[0].message
+        );
+    }
 }
