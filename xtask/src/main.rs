@@ -1,1 +1,63 @@
-fn main() {}
+//! The project's build system, run as `cargo xtask <command>`.
+//!
+//! It owns the checks that CI runs (`ci`), the architecture invariants (`tidy`) and the
+//! OpenAI SDK conformance run (`conformance`). It shells out to cargo, rustfmt and
+//! Python rather than linking them, so it stays a small program with two dependencies.
+
+// xtask is a command-line tool whose whole interface is what it prints: the workspace
+// lints that keep library crates quiet do not apply to it.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod ci;
+mod conformance;
+mod metadata;
+mod process;
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci           fmt check, clippy, tidy, tests, doc tests, conformance (stops at the first failure)
+  tidy         check the workspace's architecture invariants
+  conformance  run the OpenAI SDK conformance checks (Python openai + Rust async-openai)
+  bench        not implemented yet
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::run(&root),
+        Some("tidy") => tidy::run(&root),
+        Some("conformance") => conformance::run(&root),
+        Some("bench") => Err(anyhow::anyhow!(
+            "`cargo xtask bench` is not implemented yet"
+        )),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command `{other}`\n\n{USAGE}")),
+        None => Err(anyhow::anyhow!("no command given\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: xtask always lives one level below it, so this does not depend
+/// on the directory the command was started from.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.clone(), PathBuf::from)
+}

@@ -1,0 +1,357 @@
+//! Conformance of router-server with the `async-openai` crate.
+//!
+//! async-openai deserializes strictly into typed structs, so a missing field, a wrong
+//! type (a numeric `code`, a string `created`) or a wrong event shape fails here even
+//! when lenient clients would not notice. Each test starts its own router-server on
+//! port 0 with a config it writes itself and reads the bound address from the
+//! `listening on http://HOST:PORT` line the binary prints on stderr.
+//!
+//! `cargo xtask conformance` runs this beside the Python SDK checks in
+//! `tests/conformance/`; it also runs with every `cargo test`.
+
+// clippy's allow-expect-in-tests covers #[test] functions but not the harness helpers
+// beside them, and a harness that cannot start the server must fail the test loudly.
+#![allow(clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::types::chat::{
+    ChatCompletionRequestMessage, ChatCompletionRequestUserMessageArgs,
+    ChatCompletionStreamOptions, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
+    FinishReason,
+};
+use async_openai::Client;
+use futures_util::StreamExt;
+
+const CONFIG: &str = "\
+server:
+  host: 127.0.0.1
+  port: 0
+models:
+  - id: 1
+    name: mock-gpt
+    provider: mock
+    enabled: true
+    visible: true
+    supports_chat: true
+api_keys:
+  - id: 1
+    key: sk-router-dev-key
+    name: dev
+    is_active: true
+";
+const CLIENT_KEY: &str = "sk-router-dev-key";
+const MODEL: &str = "mock-gpt";
+const PROMPT: &str = "Say hello to the conformance suite";
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A router-server child process, killed when dropped.
+struct RouterServer {
+    child: Child,
+    address: String,
+    config_dir: PathBuf,
+    /// Everything the server printed, for failure messages. Shared with the threads
+    /// that drain its stdout and stderr, which must keep reading so that a full pipe
+    /// never blocks the server.
+    output: Arc<Mutex<String>>,
+}
+
+impl RouterServer {
+    fn start() -> Self {
+        static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+        let config_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "conformance-async-openai-{}-{}",
+            std::process::id(),
+            NEXT_ID.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&config_dir).expect("create the config directory");
+        let config_path = config_dir.join("config.yaml");
+        std::fs::write(&config_path, CONFIG).expect("write the config");
+
+        // ROUTER_SERVER_BIN lets the same test run against another build (release, say).
+        let binary = std::env::var_os("ROUTER_SERVER_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_router-server")),
+            PathBuf::from,
+        );
+        let mut child = Command::new(&binary)
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(&config_dir)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|error| panic!("start {}: {error}", binary.display()));
+
+        let output = Arc::new(Mutex::new(String::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
+        drain(stderr, Arc::clone(&output), Some(address_tx));
+        drain(stdout, Arc::clone(&output), None);
+
+        match address_rx.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(address) => Self {
+                child,
+                address,
+                config_dir,
+                output,
+            },
+            Err(error) => {
+                let _ = child.kill();
+                let status = child.wait();
+                let _ = std::fs::remove_dir_all(&config_dir);
+                panic!(
+                    "router-server printed no `listening on http://` line on stderr ({error}; exit: {status:?}); its output:\n{}",
+                    output.lock().map(|text| text.clone()).unwrap_or_default()
+                );
+            }
+        }
+    }
+
+    fn client(&self, key: &str) -> Client<OpenAIConfig> {
+        Client::with_config(
+            OpenAIConfig::new()
+                .with_api_base(format!("http://{}/v1", self.address))
+                .with_api_key(key),
+        )
+    }
+
+    fn output(&self) -> String {
+        self.output
+            .lock()
+            .map(|text| text.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RouterServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.config_dir);
+    }
+}
+
+/// Reads `stream` line by line until it closes, keeping every line in `output`; the
+/// first `listening on http://ADDRESS` line sends ADDRESS on `address_tx`.
+fn drain(
+    stream: impl std::io::Read + Send + 'static,
+    output: Arc<Mutex<String>>,
+    mut address_tx: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if let Some(address) = address_tx.as_ref().and_then(|_| listening_address(&line)) {
+                if let Some(tx) = address_tx.take() {
+                    let _ = tx.send(address);
+                }
+            }
+            if let Ok(mut output) = output.lock() {
+                output.push_str(&line);
+                output.push('\n');
+            }
+        }
+    });
+}
+
+fn listening_address(line: &str) -> Option<String> {
+    const MARKER: &str = "listening on http://";
+    let start = line.find(MARKER)? + MARKER.len();
+    let address: String = line[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-' | '[' | ']'))
+        .collect();
+    (!address.is_empty()).then_some(address)
+}
+
+fn user_message(content: &str) -> ChatCompletionRequestMessage {
+    ChatCompletionRequestUserMessageArgs::default()
+        .content(content)
+        .build()
+        .expect("a user message")
+        .into()
+}
+
+fn chat_request(content: &str) -> CreateChatCompletionRequest {
+    CreateChatCompletionRequestArgs::default()
+        .model(MODEL)
+        .messages(vec![user_message(content)])
+        .build()
+        .expect("a chat request")
+}
+
+fn expected_content() -> String {
+    format!("This is a mock response to: {PROMPT}")
+}
+
+#[test]
+fn listening_line_gives_the_address() {
+    let check = |line: &str, expected: Option<&str>| {
+        assert_eq!(listening_address(line).as_deref(), expected, "{line}");
+    };
+    check("listening on http://127.0.0.1:4000", Some("127.0.0.1:4000"));
+    check(
+        "2026-01-01T00:00:00Z INFO router_server: listening on http://127.0.0.1:39211 (h1+h2c)",
+        Some("127.0.0.1:39211"),
+    );
+    check("listening on http://[::1]:80\u{1b}[0m", Some("[::1]:80"));
+    check("listening on https://127.0.0.1:4000", None);
+    check("starting", None);
+}
+
+#[tokio::test]
+async fn models_list_and_retrieve_parse_strictly() {
+    let server = RouterServer::start();
+    let client = server.client(CLIENT_KEY);
+
+    let list = client
+        .models()
+        .list()
+        .await
+        .unwrap_or_else(|error| panic!("models list: {error}\n{}", server.output()));
+    assert_eq!(list.object, "list");
+    assert!(
+        list.data.iter().any(|model| model.id == MODEL),
+        "{MODEL} not listed: {list:?}"
+    );
+    assert!(
+        list.data.iter().all(|model| model.object == "model"),
+        "{list:?}"
+    );
+
+    let model = client
+        .models()
+        .retrieve(MODEL)
+        .await
+        .unwrap_or_else(|error| panic!("models retrieve: {error}\n{}", server.output()));
+    assert_eq!(model.id, MODEL);
+    assert_eq!(model.object, "model");
+}
+
+#[tokio::test]
+async fn chat_completion_parses_strictly() {
+    let server = RouterServer::start();
+    let client = server.client(CLIENT_KEY);
+
+    let response = client
+        .chat()
+        .create(chat_request(PROMPT))
+        .await
+        .unwrap_or_else(|error| panic!("chat create: {error}\n{}", server.output()));
+    assert_eq!(response.object, "chat.completion");
+    assert_eq!(response.model, MODEL, "the client-facing model name");
+    assert_eq!(response.choices.len(), 1, "{response:?}");
+    let choice = &response.choices[0];
+    assert_eq!(
+        choice.message.content.as_deref(),
+        Some(expected_content().as_str())
+    );
+    assert_eq!(choice.finish_reason, Some(FinishReason::Stop));
+    let usage = response.usage.expect("usage in a non-streamed answer");
+    assert!(
+        usage.prompt_tokens > 0 && usage.completion_tokens > 0,
+        "{usage:?}"
+    );
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
+}
+
+#[tokio::test]
+async fn streamed_chat_completion_parses_strictly() {
+    let server = RouterServer::start();
+    let client = server.client(CLIENT_KEY);
+
+    let mut request = chat_request(PROMPT);
+    request.stream_options = Some(ChatCompletionStreamOptions {
+        include_usage: Some(true),
+        ..ChatCompletionStreamOptions::default()
+    });
+    let mut stream = client
+        .chat()
+        .create_stream(request)
+        .await
+        .unwrap_or_else(|error| panic!("chat create_stream: {error}\n{}", server.output()));
+
+    let mut content = String::new();
+    let mut content_chunks = 0;
+    let mut finish_reasons = Vec::new();
+    let mut usages = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.unwrap_or_else(|error| panic!("stream chunk: {error}\n{}", server.output()));
+        assert_eq!(chunk.object, "chat.completion.chunk");
+        assert_eq!(chunk.model, MODEL);
+        for choice in &chunk.choices {
+            if let Some(delta) = choice
+                .delta
+                .content
+                .as_deref()
+                .filter(|delta| !delta.is_empty())
+            {
+                content.push_str(delta);
+                content_chunks += 1;
+            }
+            finish_reasons.extend(choice.finish_reason);
+        }
+        if let Some(usage) = chunk.usage {
+            assert!(chunk.choices.is_empty(), "the usage chunk has choices");
+            usages.push(usage);
+        }
+    }
+    assert_eq!(content, expected_content());
+    assert!(
+        content_chunks > 1,
+        "the answer came in {content_chunks} chunk(s)"
+    );
+    assert_eq!(finish_reasons, [FinishReason::Stop]);
+    assert_eq!(usages.len(), 1, "exactly one usage chunk: {usages:?}");
+    assert!(usages[0].completion_tokens > 0, "{:?}", usages[0]);
+}
+
+#[tokio::test]
+async fn wrong_key_is_an_api_error() {
+    let server = RouterServer::start();
+    let client = server.client("sk-not-a-router-key");
+
+    match client.chat().create(chat_request(PROMPT)).await {
+        Err(OpenAIError::ApiError(error)) => {
+            assert_eq!(error.status_code.as_u16(), 401, "{error}");
+            assert_eq!(error.api_error.message, "Invalid API key");
+        }
+        other => panic!(
+            "expected a 401 ApiError, got {other:?}\n{}",
+            server.output()
+        ),
+    }
+}
+
+#[tokio::test]
+async fn unknown_model_is_an_api_error() {
+    let server = RouterServer::start();
+    let client = server.client(CLIENT_KEY);
+
+    let mut request = chat_request(PROMPT);
+    request.model = "no-such-model".to_owned();
+    match client.chat().create(request).await {
+        Err(OpenAIError::ApiError(error)) => {
+            assert_eq!(error.status_code.as_u16(), 404, "{error}");
+            assert!(!error.api_error.message.is_empty());
+        }
+        other => panic!(
+            "expected a 404 ApiError, got {other:?}\n{}",
+            server.output()
+        ),
+    }
+}
