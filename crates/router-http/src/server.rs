@@ -24,6 +24,12 @@ use crate::HttpConfig;
 /// before the next one instead of spinning on the same error.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// What an h2c client with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How often to look again at a connection that has sent only part of the h2 preface.
+const PARTIAL_PREFACE_POLL: Duration = Duration::from_millis(10);
+
 /// How [`serve`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -132,15 +138,16 @@ async fn serve_connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
-    // hyper's header timeout starts only once HTTP/1 is detected; until the
-    // first byte arrives a silent client would hold the socket forever.
+    // hyper's header timeout starts only once the protocol is detected, and
+    // hyper-util's detection has no timeout: bound it here.
     tokio::select! {
         biased;
         _ = stopped.wait_for(|stopped| *stopped) => return,
-        first_byte = tokio::time::timeout(header_read_timeout, stream.readable()) => match first_byte {
-            Ok(Ok(())) => {}
+        detected = tokio::time::timeout(header_read_timeout, protocol_bytes(&stream)) => match detected {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return,
             Ok(Err(error)) => {
-                tracing::debug!(%peer, %error, "connection failed before its first byte");
+                tracing::debug!(%peer, %error, "connection failed before its first request");
                 return;
             }
             Err(_) => {
@@ -158,5 +165,25 @@ async fn serve_connection(
     if let Err(error) = watcher.watch(connection).await {
         // Clients resetting connections and timing out are routine.
         tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Waits until the client has sent enough to tell HTTP/1 from h2 (a byte that
+/// departs from the h2 preface, or the whole preface), without consuming it.
+/// `false` when the client closed the connection first.
+async fn protocol_bytes(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut peeked = [0u8; H2_PREFACE.len()];
+    loop {
+        let len = stream.peek(&mut peeked).await?;
+        if len == 0 {
+            return Ok(false);
+        }
+        if len == H2_PREFACE.len() || peeked[..len] != H2_PREFACE[..len] {
+            return Ok(true);
+        }
+        // A strict prefix of the preface. Peeking again at once would spin on
+        // the same bytes; real h2 clients send the preface in one write, so
+        // only slow or hostile clients ever wait here.
+        tokio::time::sleep(PARTIAL_PREFACE_POLL).await;
     }
 }
