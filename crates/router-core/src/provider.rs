@@ -100,7 +100,10 @@ pub enum ErrorKind {
     RateLimited,
     /// Upstream 5xx.
     ServerError,
-    /// Upstream 4xx other than 429: the client's own bad request.
+    /// Upstream 401 or 403: the upstream refused our provider key, not the
+    /// client. Another key may work; the client is not to blame.
+    KeyRejected,
+    /// Upstream 4xx other than 401, 403 and 429: the client's own bad request.
     ClientError,
     InvalidResponse,
     Truncated,
@@ -112,6 +115,9 @@ impl ProviderError {
             Self::Connect { .. } => ErrorKind::Connect,
             Self::Timeout { .. } => ErrorKind::Timeout,
             Self::Status { status: 429, .. } => ErrorKind::RateLimited,
+            Self::Status {
+                status: 401 | 403, ..
+            } => ErrorKind::KeyRejected,
             Self::Status { status, .. } if (400..500).contains(status) => ErrorKind::ClientError,
             Self::Status { .. } => ErrorKind::ServerError,
             Self::InvalidResponse { .. } => ErrorKind::InvalidResponse,
@@ -139,6 +145,9 @@ mod tests {
         };
         assert_eq!(status(429).kind(), ErrorKind::RateLimited);
         assert_eq!(status(400).kind(), ErrorKind::ClientError);
+        assert_eq!(status(401).kind(), ErrorKind::KeyRejected);
+        assert_eq!(status(403).kind(), ErrorKind::KeyRejected);
+        assert!(status(401).is_retryable());
         assert_eq!(status(404).kind(), ErrorKind::ClientError);
         assert_eq!(status(500).kind(), ErrorKind::ServerError);
         assert_eq!(status(503).kind(), ErrorKind::ServerError);

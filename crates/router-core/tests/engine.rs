@@ -581,3 +581,14 @@ async fn concurrent_requests_spread_exactly_and_never_crash() {
     assert_eq!(count("m#0", "k2"), 200);
     assert_eq!(count("m#1", "k3"), 400);
 }
+
+#[tokio::test]
+async fn a_rejected_provider_key_fails_over_to_the_next_key() {
+    let h = harness(
+        vec![entry(0, "m", "a", &["revoked", "good"])],
+        vec![vec![Step::Fail(401)]],
+    );
+    assert_eq!(content(&h.complete(hello("m")).await), "from m#0");
+    let keys: Vec<_> = h.labels().into_iter().map(|(_, k)| k.unwrap()).collect();
+    assert_eq!(keys, ["revoked", "good"]);
+}

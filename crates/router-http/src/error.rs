@@ -167,6 +167,11 @@ impl ApiError {
             ErrorKind::ServerError | ErrorKind::InvalidResponse | ErrorKind::Truncated => {
                 (StatusCode::BAD_GATEWAY, SERVER_ERROR, "upstream_error")
             }
+            // Our provider key was refused: a gateway problem, not the
+            // client's key (a 401 would tell the client its own key is bad).
+            ErrorKind::KeyRejected => {
+                (StatusCode::BAD_GATEWAY, SERVER_ERROR, "upstream_auth_error")
+            }
             ErrorKind::Connect => (
                 StatusCode::BAD_GATEWAY,
                 SERVER_ERROR,
@@ -507,7 +512,20 @@ mod tests {
     #[test]
     fn upstream_errors_map_by_kind() {
         let upstream = |source| ApiError::from_chat(&ChatError::Upstream { source });
-        for code in [400, 401, 403, 404, 422] {
+        for code in [401, 403] {
+            check(
+                upstream(status(code, "key revoked", None)),
+                502,
+                body(
+                    &format!("the upstream answered {code}: key revoked"),
+                    SERVER_ERROR,
+                    Value::Null,
+                    "upstream_auth_error",
+                ),
+                &[],
+            );
+        }
+        for code in [400, 404, 422] {
             check(
                 upstream(status(code, "bad tools", None)),
                 code,
