@@ -1,0 +1,475 @@
+//! The built-in `mock` provider: OpenAI-shaped answers computed from the
+//! request, with no network. The default config runs on it, and tests of the
+//! engine and the HTTP layer use it as a predictable upstream.
+//!
+//! The answer to a request whose last user message is `<text>` is
+//! `This is a mock response to: <text>`. Text content parts of an array
+//! `content` are joined with a space.
+//!
+//! - `complete`: a `chat.completion` with id `chatcmpl-mock-<n>` (`n` counts
+//!   this instance's answers from 1), `created` fixed at [`MOCK_CREATED`],
+//!   `model` echoed from the request, one choice with finish reason `stop`
+//!   and `usage`.
+//! - `stream`: `chat.completion.chunk`s with the same id: a first chunk with
+//!   `delta.role`, one chunk per word of the answer, a chunk with an empty
+//!   delta and `finish_reason: "stop"`, then, when the request asks for
+//!   `stream_options.include_usage`, a usage chunk with `choices: []`.
+//!
+//! Token counts are whitespace-separated words: `prompt_tokens` over the text
+//! of every message, `completion_tokens` over the answer (thought included).
+//!
+//! Knobs, when the last user message is exactly:
+//! - `mock:error:<status>` (e.g. `mock:error:429`): both calls fail with
+//!   `ProviderError::Status` of that status (100..=599), message
+//!   `mock error <status>`, and `retry_after` of 1 s for 429;
+//! - `mock:thinking`: the answer starts with `<thought>…</thought>` and
+//!   carries `extra_content.google.thought: true`, like Gemini's OpenAI
+//!   endpoint (seed §6). Streamed, the thought is its own chunk flagged
+//!   `thought: true` and the first answer chunk starts with `</thought>`;
+//! - `mock:truncate`: the stream yields the role chunk and one word, then
+//!   `Err(Truncated)` (an upstream cut mid-answer); `complete` fails with
+//!   `Truncated`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use router_core::provider::{ChunkStream, JsonObject};
+use router_core::{Chunk, Completion, Provider, ProviderError, ProviderRequest};
+use serde_json::{json, Value};
+
+/// The `created` of every mock answer: fixed, so transcripts are stable.
+pub const MOCK_CREATED: u64 = 1_700_000_000;
+
+const ANSWER_PREFIX: &str = "This is a mock response to: ";
+
+/// The mock adapter of one entry.
+#[derive(Debug, Default)]
+pub struct MockProvider {
+    /// Numbers the answers of this instance, so ids are distinct and
+    /// predictable without any global state.
+    answers: AtomicU64,
+}
+
+/// What the request asked the mock to do.
+#[derive(Debug, PartialEq)]
+enum Behaviour {
+    Answer,
+    Error(u16),
+    Thinking,
+    Truncate,
+}
+
+/// The answer computed once per request, shared by both call shapes.
+struct Answer {
+    id: String,
+    model: Value,
+    thought: Option<String>,
+    content: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl MockProvider {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn answer(&self, body: &JsonObject) -> Result<(Answer, Behaviour), ProviderError> {
+        let question = last_user_text(body);
+        let behaviour = behaviour(&question);
+        match behaviour {
+            Behaviour::Error(status) => {
+                return Err(ProviderError::Status {
+                    status,
+                    message: format!("mock error {status}"),
+                    retry_after: (status == 429).then_some(Duration::from_secs(1)),
+                })
+            }
+            Behaviour::Answer | Behaviour::Thinking | Behaviour::Truncate => {}
+        }
+        let number = self.answers.fetch_add(1, Ordering::Relaxed) + 1;
+        let thought =
+            (behaviour == Behaviour::Thinking).then(|| format!("Thinking about: {question}"));
+        let content = format!("{ANSWER_PREFIX}{question}");
+        let completion_tokens = words(&content) + thought.as_deref().map_or(0, words);
+        let answer = Answer {
+            id: format!("chatcmpl-mock-{number}"),
+            model: body
+                .get("model")
+                .cloned()
+                .unwrap_or_else(|| Value::from("mock")),
+            thought,
+            content,
+            prompt_tokens: prompt_words(body),
+            completion_tokens,
+        };
+        Ok((answer, behaviour))
+    }
+}
+
+#[async_trait]
+impl Provider for MockProvider {
+    async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        let (answer, behaviour) = self.answer(&request.body)?;
+        if behaviour == Behaviour::Truncate {
+            return Err(truncated());
+        }
+        let mut message = json!({ "role": "assistant" });
+        match &answer.thought {
+            Some(thought) => {
+                message["content"] =
+                    Value::from(format!("<thought>{thought}</thought>{}", answer.content));
+                message["extra_content"] = json!({ "google": { "thought": true } });
+            }
+            None => message["content"] = Value::from(answer.content.as_str()),
+        }
+        let completion = json!({
+            "id": answer.id,
+            "object": "chat.completion",
+            "created": MOCK_CREATED,
+            "model": answer.model,
+            "choices": [{ "index": 0, "message": message, "finish_reason": "stop" }],
+            "usage": usage(&answer),
+        });
+        Ok(Completion(into_object(completion)))
+    }
+
+    async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        let (answer, behaviour) = self.answer(&request.body)?;
+        let include_usage = request
+            .body
+            .get("stream_options")
+            .and_then(|options| options.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+
+        let chunk = |delta: Value, finish_reason: Value| -> Result<Chunk, ProviderError> {
+            Ok(Chunk(into_object(json!({
+                "id": answer.id,
+                "object": "chat.completion.chunk",
+                "created": MOCK_CREATED,
+                "model": answer.model,
+                "choices": [{ "index": 0, "delta": delta, "finish_reason": finish_reason }],
+            }))))
+        };
+
+        let mut items = vec![chunk(
+            json!({ "role": "assistant", "content": "" }),
+            Value::Null,
+        )];
+        if let Some(thought) = &answer.thought {
+            items.push(chunk(
+                json!({
+                    "content": format!("<thought>{thought}"),
+                    "extra_content": { "google": { "thought": true } },
+                }),
+                Value::Null,
+            ));
+        }
+        for (index, word) in answer.content.split_inclusive(' ').enumerate() {
+            let text = if index == 0 && answer.thought.is_some() {
+                format!("</thought>{word}")
+            } else {
+                word.to_owned()
+            };
+            items.push(chunk(json!({ "content": text }), Value::Null));
+            if behaviour == Behaviour::Truncate {
+                items.push(Err(truncated()));
+                return Ok(Box::pin(futures_util::stream::iter(items)));
+            }
+        }
+        items.push(chunk(json!({}), Value::from("stop")));
+        if include_usage {
+            items.push(Ok(Chunk(into_object(json!({
+                "id": answer.id,
+                "object": "chat.completion.chunk",
+                "created": MOCK_CREATED,
+                "model": answer.model,
+                "choices": [],
+                "usage": usage(&answer),
+            })))));
+        }
+        Ok(Box::pin(futures_util::stream::iter(items)))
+    }
+}
+
+fn truncated() -> ProviderError {
+    ProviderError::Truncated {
+        detail: "the mock stream was cut on request".to_owned(),
+    }
+}
+
+fn usage(answer: &Answer) -> Value {
+    json!({
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+    })
+}
+
+fn into_object(value: Value) -> JsonObject {
+    match value {
+        Value::Object(object) => object,
+        // Every caller passes a `json!({...})` literal.
+        _ => JsonObject::new(),
+    }
+}
+
+fn behaviour(question: &str) -> Behaviour {
+    if question == "mock:thinking" {
+        return Behaviour::Thinking;
+    }
+    if question == "mock:truncate" {
+        return Behaviour::Truncate;
+    }
+    match question.strip_prefix("mock:error:").map(str::parse::<u16>) {
+        Some(Ok(status)) if (100..600).contains(&status) => Behaviour::Error(status),
+        _ => Behaviour::Answer,
+    }
+}
+
+/// The text of the last `user` message, or "" when there is none.
+fn last_user_text(body: &JsonObject) -> String {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .and_then(|messages| {
+            messages
+                .iter()
+                .rev()
+                .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
+        })
+        .and_then(|message| message.get("content"))
+        .map(content_text)
+        .unwrap_or_default()
+}
+
+/// A message `content`: a string, or the text parts of an array joined by a space.
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => String::new(),
+    }
+}
+
+fn prompt_words(body: &JsonObject) -> u64 {
+    body.get("messages")
+        .and_then(Value::as_array)
+        .map(|messages| {
+            messages
+                .iter()
+                .filter_map(|message| message.get("content"))
+                .map(|content| words(&content_text(content)))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    fn request(body: Value) -> ProviderRequest {
+        ProviderRequest {
+            body: into_object(body),
+            api_key: None,
+        }
+    }
+
+    fn chat(text: &str) -> Value {
+        json!({
+            "model": "up-model",
+            "messages": [
+                { "role": "system", "content": "be brief" },
+                { "role": "user", "content": text },
+            ],
+        })
+    }
+
+    async fn collect(stream: ChunkStream) -> Vec<Result<Value, String>> {
+        stream
+            .map(|item| {
+                item.map(|chunk| Value::Object(chunk.0))
+                    .map_err(|error| error.to_string())
+            })
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn complete_answers_the_last_user_message() {
+        let mock = MockProvider::new();
+        let Completion(answer) = mock.complete(request(chat("hello there"))).await.unwrap();
+        assert_eq!(
+            Value::Object(answer),
+            json!({
+                "id": "chatcmpl-mock-1",
+                "object": "chat.completion",
+                "created": MOCK_CREATED,
+                "model": "up-model",
+                "choices": [{
+                    "index": 0,
+                    "message": { "role": "assistant", "content": "This is a mock response to: hello there" },
+                    "finish_reason": "stop",
+                }],
+                // "be brief" + "hello there" = 4 words; the answer has 8.
+                "usage": { "prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12 },
+            })
+        );
+        let Completion(second) = mock.complete(request(chat("x"))).await.unwrap();
+        assert_eq!(second["id"], "chatcmpl-mock-2");
+    }
+
+    #[tokio::test]
+    async fn content_parts_and_missing_user() {
+        let mock = MockProvider::new();
+        let body = json!({
+            "model": "m",
+            "messages": [{ "role": "user", "content": [
+                { "type": "text", "text": "look at" },
+                { "type": "image_url", "image_url": { "url": "data:," } },
+                { "type": "text", "text": "this" },
+            ]}],
+        });
+        let Completion(answer) = mock.complete(request(body)).await.unwrap();
+        assert_eq!(
+            answer["choices"][0]["message"]["content"],
+            "This is a mock response to: look at this"
+        );
+        let Completion(answer) = mock
+            .complete(request(json!({ "model": "m", "messages": [] })))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer["choices"][0]["message"]["content"],
+            "This is a mock response to: "
+        );
+    }
+
+    #[tokio::test]
+    async fn stream_chunks_and_usage() {
+        let mock = MockProvider::new();
+        let mut body = chat("hi");
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({ "include_usage": true });
+        let items = collect(mock.stream(request(body)).await.unwrap()).await;
+        let chunks: Vec<Value> = items.into_iter().map(Result::unwrap).collect();
+        let deltas: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|chunk| chunk["choices"].get(0).map(|choice| &choice["delta"]))
+            .collect();
+        assert_eq!(deltas[0], &json!({ "role": "assistant", "content": "" }));
+        let text: String = deltas
+            .iter()
+            .filter_map(|delta| delta["content"].as_str())
+            .collect();
+        assert_eq!(text, "This is a mock response to: hi");
+        assert_eq!(deltas.len(), 1 + 7 + 1, "role, one per word, finish");
+        let finish = &chunks[chunks.len() - 2];
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        let last = &chunks[chunks.len() - 1];
+        assert_eq!(last["choices"], json!([]));
+        assert_eq!(
+            last["usage"],
+            json!({ "prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10 })
+        );
+        assert!(chunks
+            .iter()
+            .all(|chunk| chunk["object"] == "chat.completion.chunk"));
+        assert!(chunks.iter().all(|chunk| chunk["id"] == "chatcmpl-mock-1"));
+    }
+
+    #[tokio::test]
+    async fn stream_without_usage_request_has_no_usage_chunk() {
+        let items = collect(
+            MockProvider::new()
+                .stream(request(chat("hi")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let last = items.last().unwrap().as_ref().unwrap();
+        assert_eq!(last["choices"][0]["finish_reason"], "stop");
+        assert!(last.get("usage").is_none());
+    }
+
+    #[tokio::test]
+    async fn error_knob() {
+        let mock = MockProvider::new();
+        let error = mock
+            .complete(request(chat("mock:error:429")))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            error,
+            ProviderError::Status {
+                status: 429,
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        let Err(error) = mock.stream(request(chat("mock:error:503"))).await else {
+            panic!("expected an error");
+        };
+        assert_eq!(
+            error.to_string(),
+            "the upstream answered 503: mock error 503"
+        );
+        // Not a knob: answered like any text.
+        assert!(mock
+            .complete(request(chat("mock:error:99999")))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn thinking_knob() {
+        let mock = MockProvider::new();
+        let Completion(answer) = mock.complete(request(chat("mock:thinking"))).await.unwrap();
+        let message = &answer["choices"][0]["message"];
+        assert_eq!(
+            message["content"],
+            "<thought>Thinking about: mock:thinking</thought>This is a mock response to: mock:thinking"
+        );
+        assert_eq!(
+            message["extra_content"],
+            json!({ "google": { "thought": true } })
+        );
+
+        let items = collect(mock.stream(request(chat("mock:thinking"))).await.unwrap()).await;
+        let deltas: Vec<Value> = items
+            .into_iter()
+            .map(|item| item.unwrap()["choices"][0]["delta"].clone())
+            .collect();
+        assert_eq!(
+            deltas[1]["content"],
+            "<thought>Thinking about: mock:thinking"
+        );
+        assert_eq!(deltas[1]["extra_content"]["google"]["thought"], true);
+        assert_eq!(deltas[2]["content"], "</thought>This ");
+        assert!(deltas[2].get("extra_content").is_none());
+    }
+
+    #[tokio::test]
+    async fn truncate_knob() {
+        let mock = MockProvider::new();
+        let items = collect(mock.stream(request(chat("mock:truncate"))).await.unwrap()).await;
+        assert_eq!(items.len(), 3);
+        assert!(items[..2].iter().all(Result::is_ok));
+        assert!(items[2].as_ref().unwrap_err().contains("ended early"));
+        assert!(matches!(
+            mock.complete(request(chat("mock:truncate"))).await,
+            Err(ProviderError::Truncated { .. })
+        ));
+    }
+}

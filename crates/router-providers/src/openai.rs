@@ -1,0 +1,646 @@
+//! The OpenAI-compatible adapter: `POST {base_url}/chat/completions` on any
+//! upstream that speaks the Chat Completions API (OpenAI, Gemini's OpenAI
+//! endpoint, OpenRouter, vLLM, Ollama, ...).
+//!
+//! The engine has already rewritten the body for the entry (`model`,
+//! thinking mapping, `stream`, `stream_options`), so this adapter sends it as
+//! it is, with only our own headers: `Content-Type`, `Accept`,
+//! `User-Agent` and, when the entry has keys, `Authorization`. No client
+//! header is forwarded.
+//!
+//! What comes back is judged, never echoed: an upstream error body can carry
+//! account details, so errors carry a safe summary (the upstream's
+//! `error.message`, truncated) and never the raw body.
+//!
+//! Time: one attempt, stream included, is bounded by `request_timeout`. An
+//! idle timeout between chunks is not implemented yet; it belongs in
+//! `EventStream::poll_next`, beside the deadline, as a second timer reset
+//! on every frame.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_core::Stream;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use router_core::config::ModelEntry;
+use router_core::provider::{ChunkStream, JsonObject};
+use router_core::{Chunk, Completion, Provider, ProviderError, ProviderRequest};
+use serde_json::Value;
+use tokio::time::{Instant, Sleep};
+use url::Url;
+
+use crate::client::{read_body, retry_after, BodyError, HttpClient};
+use crate::sse::{SseError, SseEvent, SseParser};
+
+/// The largest non-streamed answer we read. Chat answers are far smaller;
+/// this only stops a broken upstream from filling our memory.
+const MAX_COMPLETION_BYTES: usize = 64 * 1024 * 1024;
+
+/// How much of an error body we read to find its message.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// How much of the upstream's error message we pass on, in characters.
+const MAX_MESSAGE_CHARS: usize = 500;
+
+/// After `[DONE]`, how long and how much we keep reading to see the body's end
+/// (which lets an HTTP/1.1 connection go back to the pool instead of being
+/// closed). Upstreams end the body right after `[DONE]`, so this is generous.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+const DRAIN_MAX_BYTES: usize = 64 * 1024;
+
+static USER_AGENT_VALUE: HeaderValue =
+    HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION")));
+
+/// Why an entry cannot be served by this adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the openai provider needs a base_url")]
+    MissingBaseUrl,
+    #[error("base_url must use http or https, not {scheme}")]
+    UnsupportedScheme { scheme: String },
+    #[error("base_url cannot be used as a request uri: {detail}")]
+    InvalidUri { detail: String },
+}
+
+/// The adapter for one model entry.
+pub struct OpenAiProvider {
+    client: HttpClient,
+    /// Computed once: the chat completions endpoint of the entry.
+    url: Uri,
+}
+
+impl std::fmt::Debug for OpenAiProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only the host: a base_url may carry a key in its query string.
+        f.debug_struct("OpenAiProvider")
+            .field("host", &self.url.host().unwrap_or_default())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiProvider {
+    pub fn new(client: HttpClient, entry: &ModelEntry) -> Result<Self, BuildError> {
+        let base = entry.base_url.as_ref().ok_or(BuildError::MissingBaseUrl)?;
+        let url = chat_completions_url(base, entry.base_url_direct)?;
+        Ok(Self { client, url })
+    }
+
+    /// Where requests go.
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
+    fn request(
+        &self,
+        request: ProviderRequest,
+        stream: bool,
+    ) -> Result<Request<Full<Bytes>>, ProviderError> {
+        let body = serde_json::to_vec(&request.body).map_err(|error| ProviderError::Connect {
+            detail: format!(
+                "the request body could not be serialised, so nothing was sent: {error}"
+            ),
+        })?;
+        let accept = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut builder = Request::post(self.url.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(ACCEPT, HeaderValue::from_static(accept))
+            .header(USER_AGENT, USER_AGENT_VALUE.clone());
+        if let Some(key) = request.api_key.as_ref().filter(|key| !key.is_empty()) {
+            // Never name the key in the message: it is the secret.
+            let mut value =
+                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                    ProviderError::Connect {
+                        detail: "the provider key is not a valid header value, so nothing was sent"
+                            .to_owned(),
+                    }
+                })?;
+            value.set_sensitive(true);
+            builder = builder.header(AUTHORIZATION, value);
+        }
+        builder
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|error| ProviderError::Connect {
+                detail: format!("the request could not be built, so nothing was sent: {error}"),
+            })
+    }
+
+    async fn complete_within_deadline(
+        &self,
+        request: ProviderRequest,
+    ) -> Result<Completion, ProviderError> {
+        let request = self.request(request, false)?;
+        let response = self.client.send(request).await?;
+        let (head, body) = response.into_parts();
+        if !head.status.is_success() {
+            return Err(status_error(head.status, &head.headers, body).await);
+        }
+        let bytes = read_body(body, MAX_COMPLETION_BYTES)
+            .await
+            .map_err(|error| match error {
+                BodyError::TooLarge => ProviderError::InvalidResponse {
+                    detail: format!("the answer is larger than {MAX_COMPLETION_BYTES} bytes"),
+                },
+                BodyError::Read(error) => ProviderError::Truncated {
+                    detail: format!("the answer broke off: {error}"),
+                },
+            })?;
+        parse_completion(&bytes).map(Completion)
+    }
+
+    async fn open_stream(&self, request: ProviderRequest) -> Result<Incoming, ProviderError> {
+        let request = self.request(request, true)?;
+        let response = self.client.send(request).await?;
+        let (head, body) = response.into_parts();
+        if !head.status.is_success() {
+            return Err(status_error(head.status, &head.headers, body).await);
+        }
+        if !is_event_stream(&head.headers) {
+            // Dropping the body here closes the connection: we will not read it.
+            return Err(ProviderError::InvalidResponse {
+                detail: format!(
+                    "expected text/event-stream, the upstream sent content-type {}",
+                    content_type_for_message(&head.headers)
+                ),
+            });
+        }
+        Ok(body)
+    }
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        let after = self.client.settings().request_timeout;
+        tokio::time::timeout(after, self.complete_within_deadline(request))
+            .await
+            .unwrap_or(Err(ProviderError::Timeout { after }))
+    }
+
+    async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        let settings = *self.client.settings();
+        let after = settings.request_timeout;
+        // One deadline for the whole attempt: the head here, the chunks later.
+        let deadline = Instant::now() + after;
+        let body = tokio::time::timeout_at(deadline, self.open_stream(request))
+            .await
+            .unwrap_or(Err(ProviderError::Timeout { after }))?;
+        Ok(Box::pin(EventStream {
+            body: Some(body),
+            parser: SseParser::new(settings.max_sse_event_bytes),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            request_timeout: after,
+        }))
+    }
+}
+
+/// `base_url + "/chat/completions"` (one slash, whatever `base_url` ends
+/// with; a query string stays at the end), or `base_url` itself when direct.
+pub fn chat_completions_url(base: &Url, direct: bool) -> Result<Uri, BuildError> {
+    match base.scheme() {
+        "http" | "https" => {}
+        other => {
+            return Err(BuildError::UnsupportedScheme {
+                scheme: other.to_owned(),
+            })
+        }
+    }
+    let mut url = base.clone();
+    url.set_fragment(None);
+    if !direct {
+        let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+    }
+    url.as_str()
+        .parse::<Uri>()
+        .map_err(|error| BuildError::InvalidUri {
+            detail: error.to_string(),
+        })
+}
+
+/// Turns a non-success answer into `Status`, reading at most a small part of
+/// the body to find the upstream's own message.
+async fn status_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -> ProviderError {
+    let message = match read_body(body, MAX_ERROR_BODY_BYTES).await {
+        Ok(bytes) => upstream_error_message(&bytes),
+        Err(_) => None,
+    };
+    ProviderError::Status {
+        status: status.as_u16(),
+        message: message.unwrap_or_else(|| format!("upstream returned status {}", status.as_u16())),
+        retry_after: retry_after(headers, SystemTime::now()),
+    }
+}
+
+/// The upstream's own error message from a JSON error body, truncated, or
+/// `None` when the body is not shaped like one. Accepted shapes:
+/// `{"error":{"message":"..."}}` (OpenAI), `{"error":"..."}` (Ollama), and
+/// the former inside a one-element array (Gemini's OpenAI endpoint).
+pub(crate) fn upstream_error_message(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    match &value {
+        Value::Array(items) => error_message(items.first()?.as_object()?),
+        Value::Object(object) => error_message(object),
+        _ => None,
+    }
+}
+
+fn error_message(object: &JsonObject) -> Option<String> {
+    let text = match object.get("error")? {
+        Value::String(text) => text,
+        Value::Object(error) => error.get("message")?.as_str()?,
+        _ => return None,
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some(truncate_chars(text, MAX_MESSAGE_CHARS))
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// A 2xx body is a completion only if it is a JSON object with `id` or
+/// `object` (the seed's test, which catches proxies answering 200 with HTML).
+fn parse_completion(bytes: &[u8]) -> Result<JsonObject, ProviderError> {
+    let object: JsonObject =
+        serde_json::from_slice(bytes).map_err(|_| ProviderError::InvalidResponse {
+            detail: "the answer is not a JSON object".to_owned(),
+        })?;
+    if object.contains_key("id") || object.contains_key("object") {
+        return Ok(object);
+    }
+    let detail = match error_message(&object) {
+        Some(message) => format!("the upstream answered with an error: {message}"),
+        None => "the answer has neither `id` nor `object`".to_owned(),
+    };
+    Err(ProviderError::InvalidResponse { detail })
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+}
+
+/// The content type for an error message: a header, so not secret, but
+/// bounded and printable all the same.
+fn content_type_for_message(headers: &HeaderMap) -> String {
+    match headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(text) => truncate_chars(text, 100),
+        None => "(none)".to_owned(),
+    }
+}
+
+/// What one SSE event means to the stream.
+#[derive(Debug)]
+enum Decoded {
+    Chunk(Chunk),
+    Done,
+    /// Nothing to pass on (an empty `data:`).
+    Skip,
+    Failed(ProviderError),
+}
+
+fn decode_event(event: &SseEvent) -> Decoded {
+    let data = event.data.trim_ascii();
+    if data.is_empty() {
+        return Decoded::Skip;
+    }
+    if data == b"[DONE]" {
+        return Decoded::Done;
+    }
+    let Ok(object) = serde_json::from_slice::<JsonObject>(data) else {
+        return Decoded::Failed(ProviderError::InvalidResponse {
+            detail: "a stream event is not a JSON object".to_owned(),
+        });
+    };
+    match object.get("error") {
+        None | Some(Value::Null) => Decoded::Chunk(Chunk(object)),
+        Some(_) => Decoded::Failed(stream_error(&object)),
+    }
+}
+
+/// An upstream that fails after its 200 sends `{"error": {...}}` as an
+/// event. With an HTTP-like `code` it becomes `Status`, so it is classified
+/// like the same error before the stream; otherwise `InvalidResponse`.
+fn stream_error(object: &JsonObject) -> ProviderError {
+    let message = error_message(object);
+    let status = object
+        .get("error")
+        .and_then(Value::as_object)
+        .and_then(|error| error.get("code").or_else(|| error.get("status")))
+        .and_then(|code| match code {
+            Value::Number(number) => number.as_u64(),
+            Value::String(text) => text.parse().ok(),
+            _ => None,
+        })
+        .and_then(|code| u16::try_from(code).ok())
+        .filter(|code| (400..600).contains(code));
+    match status {
+        Some(status) => ProviderError::Status {
+            status,
+            message: message
+                .unwrap_or_else(|| format!("upstream reported status {status} mid-stream")),
+            retry_after: None,
+        },
+        None => ProviderError::InvalidResponse {
+            detail: match message {
+                Some(message) => format!("the upstream reported an error mid-stream: {message}"),
+                None => "the upstream reported an error mid-stream".to_owned(),
+            },
+        },
+    }
+}
+
+/// The chunks of one upstream stream, parsed as the body frames arrive.
+///
+/// Holding `body` is holding the upstream request: dropping this stream (the
+/// client went away) drops the body, which closes the HTTP/1.1 connection or
+/// resets the HTTP/2 stream, so the upstream stops generating.
+struct EventStream {
+    /// `None` once the stream ended, by `[DONE]`, an error or the deadline.
+    body: Option<Incoming>,
+    parser: SseParser,
+    /// The end of the attempt's `request_timeout`. Boxed because `Sleep` is
+    /// not `Unpin`; one allocation per stream.
+    deadline: Pin<Box<Sleep>>,
+    request_timeout: Duration,
+}
+
+impl EventStream {
+    /// Ends the stream with an error: yields it once, then `None`.
+    fn fail(&mut self, error: ProviderError) -> Poll<Option<Result<Chunk, ProviderError>>> {
+        self.body = None;
+        Poll::Ready(Some(Err(error)))
+    }
+
+    /// After `[DONE]` the body should end at once. Reading that end lets an
+    /// HTTP/1.1 connection go back to the pool; dropping the body unread would
+    /// close it. So if the end is not already there, a small task waits for
+    /// it, bounded in time and bytes.
+    fn finish_after_done(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drain = async {
+                let mut seen = 0usize;
+                while let Some(Ok(frame)) = body.frame().await {
+                    seen += frame.data_ref().map_or(0, Bytes::len);
+                    if seen > DRAIN_MAX_BYTES {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+        });
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Chunk, ProviderError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if this.body.is_none() {
+                return Poll::Ready(None);
+            }
+            // Events already received go out before we wait for more bytes.
+            match this.parser.next_event() {
+                Ok(Some(event)) => match decode_event(&event) {
+                    Decoded::Chunk(chunk) => return Poll::Ready(Some(Ok(chunk))),
+                    Decoded::Skip => continue,
+                    Decoded::Done => {
+                        this.finish_after_done();
+                        return Poll::Ready(None);
+                    }
+                    Decoded::Failed(error) => return this.fail(error),
+                },
+                Ok(None) => {}
+                Err(SseError::EventTooLarge { limit }) => {
+                    return this.fail(ProviderError::InvalidResponse {
+                        detail: format!("a stream event is larger than {limit} bytes"),
+                    })
+                }
+            }
+            if this.deadline.as_mut().poll(cx).is_ready() {
+                let after = this.request_timeout;
+                return this.fail(ProviderError::Timeout { after });
+            }
+            let Some(body) = this.body.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(body).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers carry nothing we use.
+                    if let Some(data) = frame.data_ref() {
+                        this.parser.feed(data);
+                    }
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    return this.fail(ProviderError::Truncated {
+                        detail: format!("reading the stream failed: {error}"),
+                    })
+                }
+                Poll::Ready(None) => {
+                    return this.fail(ProviderError::Truncated {
+                        detail: "the upstream closed the stream without [DONE]".to_owned(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_url(base: &str, direct: bool, expected: &str) {
+        let base = Url::parse(base).unwrap();
+        assert_eq!(
+            chat_completions_url(&base, direct).unwrap().to_string(),
+            expected
+        );
+    }
+
+    #[test]
+    fn url_joining() {
+        check_url(
+            "https://api.example.com/v1",
+            false,
+            "https://api.example.com/v1/chat/completions",
+        );
+        check_url(
+            "https://api.example.com/v1/",
+            false,
+            "https://api.example.com/v1/chat/completions",
+        );
+        check_url(
+            "https://api.example.com",
+            false,
+            "https://api.example.com/chat/completions",
+        );
+        check_url(
+            "http://127.0.0.1:11434/v1",
+            false,
+            "http://127.0.0.1:11434/v1/chat/completions",
+        );
+        check_url(
+            "https://x.example.com/openai/deployments/d?api-version=2024-06-01",
+            false,
+            "https://x.example.com/openai/deployments/d/chat/completions?api-version=2024-06-01",
+        );
+        check_url(
+            "https://api.example.com/custom/path",
+            true,
+            "https://api.example.com/custom/path",
+        );
+        check_url(
+            "https://api.example.com/custom/path/",
+            true,
+            "https://api.example.com/custom/path/",
+        );
+    }
+
+    #[test]
+    fn url_scheme_must_be_http() {
+        let base = Url::parse("ftp://example.com/v1").unwrap();
+        assert!(matches!(
+            chat_completions_url(&base, false),
+            Err(BuildError::UnsupportedScheme { .. })
+        ));
+    }
+
+    #[track_caller]
+    fn check_message(body: &str, expected: Option<&str>) {
+        assert_eq!(
+            upstream_error_message(body.as_bytes()).as_deref(),
+            expected,
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn safe_error_messages() {
+        check_message(
+            r#"{"error":{"message":"bad model","type":"invalid_request_error"}}"#,
+            Some("bad model"),
+        );
+        check_message(r#"{"error":"model not found"}"#, Some("model not found"));
+        check_message(
+            r#"[{"error":{"code":400,"message":"API key not valid"}}]"#,
+            Some("API key not valid"),
+        );
+        check_message(r#"{"error":{"message":"  "}}"#, None);
+        check_message(r#"{"error":{"code":500}}"#, None);
+        check_message(r#"{"detail":"account 123 is over quota"}"#, None);
+        check_message("<html>bad gateway</html>", None);
+        check_message("", None);
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "é".repeat(800));
+        let message = upstream_error_message(long.as_bytes()).unwrap();
+        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(message.ends_with('…'));
+    }
+
+    #[test]
+    fn completion_shape() {
+        assert!(parse_completion(br#"{"id":"x","choices":[]}"#).is_ok());
+        assert!(parse_completion(br#"{"object":"chat.completion"}"#).is_ok());
+        let error = parse_completion(br#"{"choices":[]}"#).unwrap_err();
+        assert!(matches!(error, ProviderError::InvalidResponse { .. }));
+        let error = parse_completion(br#"{"error":{"message":"quota"}}"#).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the upstream sent an invalid response: the upstream answered with an error: quota"
+        );
+        let error = parse_completion(b"[1,2]").unwrap_err();
+        assert!(matches!(error, ProviderError::InvalidResponse { .. }));
+    }
+
+    fn decode(data: &str) -> Decoded {
+        decode_event(&SseEvent {
+            event: None,
+            data: Bytes::copy_from_slice(data.as_bytes()),
+        })
+    }
+
+    #[test]
+    fn event_decoding() {
+        assert!(matches!(decode("[DONE]"), Decoded::Done));
+        assert!(matches!(decode(" [DONE] "), Decoded::Done));
+        assert!(matches!(decode(""), Decoded::Skip));
+        assert!(matches!(
+            decode(r#"{"id":"1","error":null}"#),
+            Decoded::Chunk(_)
+        ));
+        assert!(matches!(
+            decode("not json"),
+            Decoded::Failed(ProviderError::InvalidResponse { .. })
+        ));
+        assert!(matches!(
+            decode("[1]"),
+            Decoded::Failed(ProviderError::InvalidResponse { .. })
+        ));
+        match decode(r#"{"error":{"code":429,"message":"slow down"}}"#) {
+            Decoded::Failed(ProviderError::Status {
+                status, message, ..
+            }) => {
+                assert_eq!((status, message.as_str()), (429, "slow down"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match decode(r#"{"error":{"type":"server_error","message":"overloaded"}}"#) {
+            Decoded::Failed(ProviderError::InvalidResponse { detail }) => {
+                assert_eq!(
+                    detail,
+                    "the upstream reported an error mid-stream: overloaded"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn event_stream_content_types() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_event_stream(&headers));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("Text/Event-Stream; charset=utf-8"),
+        );
+        assert!(is_event_stream(&headers));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(!is_event_stream(&headers));
+    }
+}
