@@ -234,10 +234,19 @@ fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
     let provider_api_keys = raw.provider_api_key.set().unwrap_or_default();
     for (key_index, key) in provider_api_keys.iter().enumerate() {
         // Reading the value only to see that there is one; it is not shown.
-        if key.expose().trim().is_empty() {
+        let value = key.expose();
+        if value.trim().is_empty() {
             cx.error(
                 &format!("models[{index}].provider_api_key[{key_index}]"),
                 "must not be empty (leave the list empty to send no `Authorization`)",
+            );
+        } else if !value.bytes().all(|byte| byte.is_ascii_graphic()) {
+            // It goes into an `Authorization` header, which cannot carry
+            // spaces, control characters or non-ASCII bytes; refuse it here
+            // rather than fail every request at run time.
+            cx.error(
+                &format!("models[{index}].provider_api_key[{key_index}]"),
+                "must be printable ASCII without spaces (check for a stray newline or quote)",
             );
         }
     }
@@ -759,6 +768,19 @@ mod tests {
             "models:\n  - name: m\n    provider_api_key:\n      - a\n      - \"\"\n",
             &["5: models[0].provider_api_key[1]: must not be empty (leave the list empty to send no \
                `Authorization`)"],
+        );
+    }
+
+    #[test]
+    fn provider_keys_must_fit_in_a_header() {
+        check(
+            "models:\n  - name: m\n    provider_api_key:\n      - \"sk-ok\"\n      - \"sk-with\\nnewline\"\n      - \"sk with space\"\n",
+            &[
+                "5: models[0].provider_api_key[1]: must be printable ASCII without spaces \
+                 (check for a stray newline or quote)",
+                "6: models[0].provider_api_key[2]: must be printable ASCII without spaces \
+                 (check for a stray newline or quote)",
+            ],
         );
     }
 
