@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::metadata::Metadata;
 use crate::process;
@@ -23,20 +23,7 @@ const INSTALLED_STAMP: &str = "installed-requirements.txt";
 
 pub fn run(root: &Path) -> Result<()> {
     let metadata = Metadata::load(root)?;
-    process::run(
-        root,
-        process::cargo().args(["build", "--package", "router-server"]),
-    )?;
-    let server = metadata
-        .target_directory
-        .join("debug")
-        .join("router-server");
-    if !server.is_file() {
-        bail!(
-            "cargo built router-server but {} does not exist",
-            server.display()
-        );
-    }
+    let server = build_server(root, &metadata.target_directory)?;
 
     let conformance_dir = root.join(CONFORMANCE_DIR);
     let venv = metadata.target_directory.join("conformance-venv");
@@ -55,18 +42,34 @@ pub fn run(root: &Path) -> Result<()> {
     .context("the Python openai SDK conformance checks failed")?;
 
     println!("\n--> conformance: Rust async-openai");
+    // `--workspace` resolves features as the test step did, so its build is reused.
     process::run(
         root,
-        process::cargo().args([
-            "test",
-            "--package",
-            "router-server",
-            "--test",
-            "conformance_async_openai",
-        ]),
+        process::cargo()
+            .args(["test", "--workspace", "--test", "conformance_async_openai"])
+            .env("ROUTER_SERVER_BIN", &server),
     )
     .context("the async-openai conformance test failed")?;
+    println!("conformance: both SDKs agree with router-server");
     Ok(())
+}
+
+/// Builds router-server as a user would (`cargo build -p router-server`, so without
+/// the features that dev-dependencies turn on) and copies it out of `target/debug`,
+/// where test builds of the same binary would replace it.
+fn build_server(root: &Path, target_directory: &Path) -> Result<PathBuf> {
+    process::run(
+        root,
+        process::cargo().args(["build", "--package", "router-server"]),
+    )?;
+    let built = target_directory.join("debug").join("router-server");
+    let copy_dir = target_directory.join("conformance");
+    let copy = copy_dir.join("router-server");
+    std::fs::create_dir_all(&copy_dir)
+        .with_context(|| format!("creating {}", copy_dir.display()))?;
+    std::fs::copy(&built, &copy)
+        .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    Ok(copy)
 }
 
 /// Creates (or reuses) the venv and returns its python. Reuse needs the stamp to match

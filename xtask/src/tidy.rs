@@ -25,7 +25,9 @@ const LIBRARY_CRATES: [&str; 4] = [
 const BINARY_CRATE: &str = "router-server";
 
 /// Packages that must not be reachable through a crate's normal dependencies (with all
-/// of its features on), whatever the rest of the workspace enables.
+/// of its features on), whatever the rest of the workspace enables. A rule whose crate
+/// is not a workspace member is skipped (the examples may come and go); the crates of
+/// DESIGN.md §2 are required by `check_members_exist`.
 struct ForbiddenReach {
     krate: &'static str,
     forbidden: &'static [&'static str],
@@ -74,6 +76,21 @@ const FORBIDDEN_REACH: &[ForbiddenReach] = &[
         krate: "router-limits",
         forbidden: &["router-http", "router-providers", "router-server"],
         why: "implementations depend on router-core only; only the binary wires them together",
+    },
+    ForbiddenReach {
+        krate: "example-custom-provider",
+        forbidden: &[
+            "router-limits",
+            "router-providers",
+            "router-http",
+            "router-server",
+        ],
+        why: "a third-party provider is a crate that depends on router-core alone",
+    },
+    ForbiddenReach {
+        krate: "example-embedded",
+        forbidden: &["router-http", "router-server"],
+        why: "the embedding example shows the engine used as a library, without the HTTP server",
     },
 ];
 
