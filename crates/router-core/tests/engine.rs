@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use router_core::config::{
-    Capabilities, ClientKeyConfig, KeyLimits, ModelEntry, ModelLimits, ServerConfig,
-};
+use router_core::config::{ClientKeyConfig, ModelEntry, ServerConfig};
 use router_core::provider::{ChunkStream, ErrorKind};
 use router_core::{
     ChatError, ChatResponse, Chunk, Completion, Config, JsonObject, Provider, ProviderError,
@@ -127,39 +125,19 @@ fn entry(index: usize, name: &str, upstream: &str, keys: &[&str]) -> ModelEntry 
     ModelEntry {
         index,
         id: index as u64 + 1,
-        name: name.into(),
         provider_model_name: upstream.into(),
         display_name: name.into(),
-        description: String::new(),
-        capabilities: Capabilities::default(),
-        support_google_thinking: false,
-        stream_only: false,
-        limits: ModelLimits::default(),
-        input_price_per_token: 0.0,
-        output_price_per_token: 0.0,
-        max_tokens: None,
-        context_length: None,
-        supported_parameters: None,
-        provider: "scripted".into(),
         provider_api_keys: keys.iter().map(|k| Secret::new(*k)).collect(),
-        base_url: None,
-        base_url_direct: false,
         is_openai_compatibility: true,
-        enabled: true,
-        visible: true,
+        ..ModelEntry::new(name, "scripted")
     }
 }
 
 fn client_key() -> ClientKeyConfig {
     ClientKeyConfig {
-        index: 0,
         id: 1,
-        key: Secret::new("sk-test"),
         name: "test".into(),
-        is_active: true,
-        user_id: None,
-        expires_at: None,
-        limits: KeyLimits::default(),
+        ..ClientKeyConfig::new(Secret::new("sk-test"))
     }
 }
 

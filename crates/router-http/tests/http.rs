@@ -18,9 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use router_core::config::{
-    Capabilities, ClientKeyConfig, KeyLimits, ModelEntry, ModelLimits, ServerConfig,
-};
+use router_core::config::{ClientKeyConfig, KeyLimits, ModelEntry, ServerConfig};
 use router_core::provider::ChunkStream;
 use router_core::{
     Chunk, Completion, Config, JsonObject, Provider, ProviderError, ProviderRequest, Router, Secret,
@@ -167,26 +165,11 @@ fn entry(index: usize, name: &str) -> ModelEntry {
     ModelEntry {
         index,
         id: index as u64 + 1,
-        name: name.into(),
         provider_model_name: format!("{name}-upstream"),
         display_name: name.into(),
-        description: String::new(),
-        capabilities: Capabilities::default(),
-        support_google_thinking: false,
-        stream_only: false,
-        limits: ModelLimits::default(),
-        input_price_per_token: 0.0,
-        output_price_per_token: 0.0,
-        max_tokens: None,
-        context_length: None,
-        supported_parameters: None,
-        provider: "test".into(),
         provider_api_keys: vec![Secret::new("sk-upstream")],
-        base_url: None,
-        base_url_direct: false,
         is_openai_compatibility: true,
-        enabled: true,
-        visible: true,
+        ..ModelEntry::new(name, "test")
     }
 }
 

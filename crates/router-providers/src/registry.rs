@@ -129,32 +129,15 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use router_core::config::{Capabilities, ModelLimits, ServerConfig};
+    use router_core::config::ServerConfig;
 
     fn entry(provider: &str, base_url: Option<&str>) -> ModelEntry {
         ModelEntry {
             index: 3,
             id: 1,
-            name: "m".to_owned(),
-            provider_model_name: "m".to_owned(),
-            display_name: String::new(),
-            description: String::new(),
-            capabilities: Capabilities::default(),
-            support_google_thinking: false,
-            stream_only: false,
-            limits: ModelLimits::default(),
-            input_price_per_token: 0.0,
-            output_price_per_token: 0.0,
-            max_tokens: None,
-            context_length: None,
-            supported_parameters: None,
-            provider: provider.to_owned(),
-            provider_api_keys: Vec::new(),
-            base_url: base_url.map(|url| url::Url::parse(url).unwrap()),
-            base_url_direct: false,
             is_openai_compatibility: true,
-            enabled: true,
-            visible: true,
+            base_url: base_url.map(|url| url::Url::parse(url).unwrap()),
+            ..ModelEntry::new("m", provider)
         }
     }
 

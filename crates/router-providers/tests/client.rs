@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use router_core::config::{Capabilities, ModelEntry, ModelLimits};
+use router_core::config::ModelEntry;
 use router_core::provider::{ErrorKind, JsonObject};
 use router_core::{Provider, ProviderError, ProviderRequest};
 use router_providers::{HttpClient, OpenAiProvider, UpstreamSettings};
@@ -15,28 +15,9 @@ use tokio::net::TcpListener;
 
 fn provider(base_url: &str, settings: UpstreamSettings) -> OpenAiProvider {
     let entry = ModelEntry {
-        index: 0,
-        id: 0,
-        name: "m".to_owned(),
-        provider_model_name: "m".to_owned(),
-        display_name: String::new(),
-        description: String::new(),
-        capabilities: Capabilities::default(),
-        support_google_thinking: false,
-        stream_only: false,
-        limits: ModelLimits::default(),
-        input_price_per_token: 0.0,
-        output_price_per_token: 0.0,
-        max_tokens: None,
-        context_length: None,
-        supported_parameters: None,
-        provider: "openai".to_owned(),
-        provider_api_keys: Vec::new(),
         base_url: Some(url::Url::parse(base_url).unwrap()),
-        base_url_direct: false,
         is_openai_compatibility: true,
-        enabled: true,
-        visible: true,
+        ..ModelEntry::new("m", "openai")
     };
     OpenAiProvider::new(HttpClient::with_settings(settings).unwrap(), &entry).unwrap()
 }

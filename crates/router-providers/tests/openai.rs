@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use router_core::config::{Capabilities, ModelEntry, ModelLimits};
+use router_core::config::ModelEntry;
 use router_core::provider::{ChunkStream, ErrorKind, JsonObject};
 use router_core::{Completion, Provider, ProviderError, ProviderRequest, Secret};
 use router_providers::{HttpClient, OpenAiProvider, UpstreamSettings};
@@ -24,28 +24,11 @@ const SETTINGS: UpstreamSettings = UpstreamSettings {
 
 fn entry(base_url: &str, direct: bool) -> ModelEntry {
     ModelEntry {
-        index: 0,
-        id: 1,
-        name: "gpt".to_owned(),
         provider_model_name: "gpt-4o".to_owned(),
-        display_name: String::new(),
-        description: String::new(),
-        capabilities: Capabilities::default(),
-        support_google_thinking: false,
-        stream_only: false,
-        limits: ModelLimits::default(),
-        input_price_per_token: 0.0,
-        output_price_per_token: 0.0,
-        max_tokens: None,
-        context_length: None,
-        supported_parameters: None,
-        provider: "openai".to_owned(),
-        provider_api_keys: Vec::new(),
         base_url: Some(url::Url::parse(base_url).unwrap()),
         base_url_direct: direct,
         is_openai_compatibility: true,
-        enabled: true,
-        visible: true,
+        ..ModelEntry::new("gpt", "openai")
     }
 }
 

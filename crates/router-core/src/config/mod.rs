@@ -159,6 +159,40 @@ pub struct ModelEntry {
     pub visible: bool,
 }
 
+impl ModelEntry {
+    /// An enabled, visible entry named `name` and served by `provider`, with
+    /// every other field at its default (no keys, no limits, no base URL).
+    /// For services and tests that build a [`Config`] in code; set the rest
+    /// with struct update syntax.
+    pub fn new(name: impl Into<String>, provider: impl Into<String>) -> Self {
+        let name = name.into();
+        Self {
+            index: 0,
+            id: 0,
+            provider_model_name: name.clone(),
+            name,
+            display_name: String::new(),
+            description: String::new(),
+            capabilities: Capabilities::default(),
+            support_google_thinking: false,
+            stream_only: false,
+            limits: ModelLimits::default(),
+            input_price_per_token: 0.0,
+            output_price_per_token: 0.0,
+            max_tokens: None,
+            context_length: None,
+            supported_parameters: None,
+            provider: provider.into(),
+            provider_api_keys: Vec::new(),
+            base_url: None,
+            base_url_direct: false,
+            is_openai_compatibility: false,
+            enabled: true,
+            visible: true,
+        }
+    }
+}
+
 /// One entry of `api_keys:`: a key clients present to the router.
 #[derive(Debug, Clone)]
 pub struct ClientKeyConfig {
@@ -171,4 +205,21 @@ pub struct ClientKeyConfig {
     pub user_id: Option<u64>,
     pub expires_at: Option<OffsetDateTime>,
     pub limits: KeyLimits,
+}
+
+impl ClientKeyConfig {
+    /// An active key with no expiry and no limits, for services and tests
+    /// that build a [`Config`] in code.
+    pub fn new(key: Secret) -> Self {
+        Self {
+            index: 0,
+            id: 0,
+            key,
+            name: String::new(),
+            is_active: true,
+            user_id: None,
+            expires_at: None,
+            limits: KeyLimits::default(),
+        }
+    }
 }
