@@ -89,7 +89,6 @@ fn bearer_token(header: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KeyLimits;
     use crate::secret::Secret;
     use time::macros::datetime;
 
@@ -102,12 +101,9 @@ mod tests {
         ClientKeyConfig {
             index,
             id: index as u64 + 1,
-            key: Secret::new(key),
-            name: format!("k{index}"),
             is_active,
-            user_id: None,
             expires_at,
-            limits: KeyLimits::default(),
+            ..ClientKeyConfig::new(Secret::new(key))
         }
     }
 

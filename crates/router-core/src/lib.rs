@@ -14,10 +14,13 @@ mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod estimate;
+pub mod limits;
 pub mod provider;
 pub mod request;
 pub mod secret;
 mod thinking;
+pub mod usage;
 
 pub use config::Config;
 pub use engine::{BuildError, ChatResponse, ClientKey, Router};

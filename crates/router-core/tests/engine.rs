@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use router_core::config::{ClientKeyConfig, ModelEntry, ServerConfig};
+use router_core::config::{ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
 use router_core::provider::{ChunkStream, ErrorKind};
 use router_core::{
     ChatError, ChatResponse, Chunk, Completion, Config, JsonObject, Provider, ProviderError,
@@ -145,6 +145,7 @@ fn config(models: Vec<ModelEntry>) -> Config {
     Config {
         source: PathBuf::from("test.yaml"),
         server: ServerConfig::default(),
+        limits: LimitsConfig::default(),
         models,
         api_keys: vec![client_key()],
     }

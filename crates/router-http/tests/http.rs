@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use router_core::config::{ClientKeyConfig, KeyLimits, ModelEntry, ServerConfig};
+use router_core::config::{ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
 use router_core::provider::ChunkStream;
 use router_core::{
     Chunk, Completion, Config, JsonObject, Provider, ProviderError, ProviderRequest, Router, Secret,
@@ -177,12 +177,10 @@ fn client_key(index: usize, key: &str, is_active: bool, expired: bool) -> Client
     ClientKeyConfig {
         index,
         id: index as u64 + 1,
-        key: Secret::new(key),
         name: key.into(),
         is_active,
-        user_id: None,
         expires_at: expired.then_some(OffsetDateTime::UNIX_EPOCH),
-        limits: KeyLimits::default(),
+        ..ClientKeyConfig::new(Secret::new(key))
     }
 }
 
@@ -199,6 +197,7 @@ fn config() -> Config {
     Config {
         source: PathBuf::from("http-test.yaml"),
         server: ServerConfig::default(),
+        limits: LimitsConfig::default(),
         models: names
             .iter()
             .enumerate()

@@ -44,6 +44,33 @@ pub struct Config {
     pub models: Vec<ModelEntry>,
     /// Every entry of `api_keys:` in file order.
     pub api_keys: Vec<ClientKeyConfig>,
+    pub limits: LimitsConfig,
+}
+
+/// `limits:`: how limits are reserved and where what must survive a restart
+/// is kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// `limits.default_output_tokens`: tokens reserved for the answer of a
+    /// request that sets neither `max_completion_tokens` nor `max_tokens`
+    /// (capped by the model's `max_tokens`). Default 1024.
+    pub default_output_tokens: NonZeroU64,
+    /// `limits.database`: the SQLite file for day counters, budgets and the
+    /// usage ledger. Default `data/router.db`; its folder is created.
+    pub database: PathBuf,
+    /// `limits.flush_interval`: how often pending ledger rows and counters are
+    /// written. Default 1s.
+    pub flush_interval: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            default_output_tokens: NonZeroU64::MIN.saturating_add(1023),
+            database: PathBuf::from("data/router.db"),
+            flush_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +168,9 @@ pub struct ModelEntry {
     pub input_price_per_token: f64,
     /// USD per output token.
     pub output_price_per_token: f64,
+    /// `cached_input_price_per_token`: USD per prompt token served from the
+    /// provider's cache; defaults to `input_price_per_token`.
+    pub cached_input_price_per_token: f64,
     /// `max_tokens`: the most the model generates in one answer.
     pub max_tokens: Option<NonZeroU64>,
     pub context_length: Option<NonZeroU64>,
@@ -179,6 +209,7 @@ impl ModelEntry {
             limits: ModelLimits::default(),
             input_price_per_token: 0.0,
             output_price_per_token: 0.0,
+            cached_input_price_per_token: 0.0,
             max_tokens: None,
             context_length: None,
             supported_parameters: None,
@@ -205,6 +236,27 @@ pub struct ClientKeyConfig {
     pub user_id: Option<u64>,
     pub expires_at: Option<OffsetDateTime>,
     pub limits: KeyLimits,
+    /// `max_budget_usd` with `budget_period`: spend allowed per period.
+    pub budget: Option<Budget>,
+    /// `admin: true`: may read every key's usage.
+    pub admin: bool,
+}
+
+/// A spend limit of a client key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    /// `max_budget_usd`, greater than zero.
+    pub max_usd: f64,
+    /// `budget_period`, default `month`.
+    pub period: BudgetPeriod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetPeriod {
+    /// A UTC calendar day.
+    Day,
+    /// A UTC calendar month.
+    Month,
 }
 
 impl ClientKeyConfig {
@@ -220,6 +272,8 @@ impl ClientKeyConfig {
             user_id: None,
             expires_at: None,
             limits: KeyLimits::default(),
+            budget: None,
+            admin: false,
         }
     }
 }

@@ -123,6 +123,7 @@ fn validate(file: &Path, raw: RawConfig, cx: &mut Ctx<'_>) -> Config {
         server,
         models,
         api_keys,
+        limits: super::LimitsConfig::default(),
     }
 }
 
@@ -251,6 +252,7 @@ fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
         }
     }
 
+    let input_price_per_token = price(raw.input_price_per_token, &at("input_price_per_token"), cx);
     ModelEntry {
         index,
         id: count(raw.id, &at("id"), cx).unwrap_or(0),
@@ -279,7 +281,8 @@ fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
             tph: limit(raw.tph, &at("tph"), cx),
             tpd: limit(raw.tpd, &at("tpd"), cx),
         },
-        input_price_per_token: price(raw.input_price_per_token, &at("input_price_per_token"), cx),
+        input_price_per_token,
+        cached_input_price_per_token: input_price_per_token,
         output_price_per_token: price(
             raw.output_price_per_token,
             &at("output_price_per_token"),
@@ -334,6 +337,8 @@ fn validate_client_key(index: usize, raw: RawApiKey, cx: &mut Ctx<'_>) -> Client
             tph: limit(raw.tph, &at("tph"), cx),
             tpd: limit(raw.tpd, &at("tpd"), cx),
         },
+        budget: None,
+        admin: false,
     }
 }
 

@@ -1,0 +1,264 @@
+//! The limiter port: what the engine asks before it calls an upstream, and
+//! what it is told.
+//!
+//! Admission is one call that checks and reserves every limit a request is
+//! subject to, all or nothing: when one limit refuses, nothing is consumed in
+//! the others. The [`Permit`] it returns is settled with the real usage when
+//! the answer ends; a permit dropped unsettled keeps what it reserved (the
+//! safe side: nothing is handed back that may have been used).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::{ClientKeyConfig, ModelEntry};
+
+/// Who a limit applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A client key (`api_keys[]`).
+    Key,
+    /// One provider key of a model entry (`models[]`).
+    Model,
+}
+
+/// What a limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Measure {
+    Requests,
+    Tokens,
+    /// Spend in USD (a budget).
+    Cost,
+}
+
+/// The window of a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Window {
+    Second,
+    Minute,
+    Hour,
+    /// A UTC calendar day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+}
+
+impl Window {
+    /// The length of a rolling window; `None` for calendar windows.
+    pub fn rolling(self) -> Option<Duration> {
+        match self {
+            Self::Second => Some(Duration::from_secs(1)),
+            Self::Minute => Some(Duration::from_secs(60)),
+            Self::Hour => Some(Duration::from_secs(3600)),
+            Self::Day | Self::Month => None,
+        }
+    }
+}
+
+/// One limit, e.g. "key rpm" or "model tpd".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LimitName {
+    pub scope: Scope,
+    pub measure: Measure,
+    pub window: Window,
+}
+
+impl fmt::Display for LimitName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scope = match self.scope {
+            Scope::Key => "key",
+            Scope::Model => "model",
+        };
+        if self.measure == Measure::Cost {
+            let period = if self.window == Window::Day {
+                "day"
+            } else {
+                "month"
+            };
+            return write!(f, "{scope} budget per {period}");
+        }
+        let measure = match self.measure {
+            Measure::Requests => 'r',
+            Measure::Tokens => 't',
+            Measure::Cost => '$',
+        };
+        let window = match self.window {
+            Window::Second => 's',
+            Window::Minute => 'm',
+            Window::Hour => 'h',
+            Window::Day => 'd',
+            Window::Month => 'M',
+        };
+        write!(f, "{scope} {measure}p{window}")
+    }
+}
+
+/// What one attempt asks of the limiter.
+#[derive(Debug, Clone, Copy)]
+pub struct Demand<'a> {
+    /// The client key, when its limits are part of this admission (the first
+    /// attempt of a request). Later attempts of the same request (failover)
+    /// only ask for the model entry's limits: the client is charged once.
+    pub key: Option<&'a ClientKeyConfig>,
+    /// The entry and the index of the provider key the attempt would use
+    /// (`None` when the entry has no keys: it has one budget).
+    pub entry: &'a ModelEntry,
+    pub provider_key: Option<usize>,
+    /// Tokens to reserve: the prompt estimate plus the output reservation.
+    pub tokens: u64,
+    /// Worst-case cost in USD, for budgets.
+    pub cost_usd: f64,
+}
+
+/// How much of one limit is left, for `x-ratelimit-*` headers and `/v1/usage`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Headroom {
+    pub name: LimitName,
+    /// The limit itself (requests, tokens, or micro-USD for budgets).
+    pub limit: u64,
+    pub remaining: u64,
+    /// Until the limit is whole again.
+    pub reset: Duration,
+}
+
+/// The tightest request limit and the tightest token limit after admission.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RateInfo {
+    pub requests: Option<Headroom>,
+    pub tokens: Option<Headroom>,
+}
+
+/// Why a demand was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{name} limit of {limit} reached")]
+pub struct Refusal {
+    pub name: LimitName,
+    pub limit: u64,
+    pub remaining: u64,
+    /// When the same demand could next succeed (at least one second when the
+    /// limiter works in seconds; never zero).
+    pub retry_after: Duration,
+    /// The demand exceeds the whole limit: waiting will never help.
+    pub never_fits: bool,
+}
+
+impl Refusal {
+    /// Day quotas and budgets do not come back within a client's retry loop.
+    pub fn is_quota(&self) -> bool {
+        self.never_fits
+            || self.name.measure == Measure::Cost
+            || matches!(self.name.window, Window::Day | Window::Month)
+    }
+}
+
+/// What a request really used, to settle its permit.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Settlement {
+    pub tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// The reservation of one admitted attempt. Settle it with what was used.
+pub struct Permit {
+    rate: RateInfo,
+    reservation: Option<Box<dyn Reservation>>,
+}
+
+/// The limiter's side of a permit.
+pub trait Reservation: Send + Sync {
+    /// Replaces what was reserved with what was used.
+    fn settle(self: Box<Self>, used: Settlement);
+}
+
+impl Permit {
+    pub fn new(rate: RateInfo, reservation: Box<dyn Reservation>) -> Self {
+        Self {
+            rate,
+            reservation: Some(reservation),
+        }
+    }
+
+    /// A permit that reserved nothing (no limits apply).
+    pub fn unlimited() -> Self {
+        Self {
+            rate: RateInfo::default(),
+            reservation: None,
+        }
+    }
+
+    pub fn rate(&self) -> RateInfo {
+        self.rate
+    }
+
+    pub fn settle(mut self, used: Settlement) {
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(used);
+        }
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("rate", &self.rate)
+            .field("settled", &self.reservation.is_none())
+            .finish()
+    }
+}
+
+/// Checks and reserves limits. Implementations live in router-limits.
+pub trait Limiter: Send + Sync + fmt::Debug {
+    /// Admits the demand, reserving it in every limit that applies, or
+    /// refuses it having consumed nothing.
+    fn admit(&self, demand: &Demand<'_>) -> Result<Permit, Refusal>;
+
+    /// Every limit of a client key with what is left of it.
+    fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom>;
+}
+
+/// The limiter of a router without limits.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLimits;
+
+impl Limiter for NoLimits {
+    fn admit(&self, _demand: &Demand<'_>) -> Result<Permit, Refusal> {
+        Ok(Permit::unlimited())
+    }
+
+    fn key_headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_read_like_the_config_fields() {
+        let name = |scope, measure, window| {
+            LimitName {
+                scope,
+                measure,
+                window,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            name(Scope::Key, Measure::Requests, Window::Minute),
+            "key rpm"
+        );
+        assert_eq!(name(Scope::Key, Measure::Tokens, Window::Second), "key tps");
+        assert_eq!(
+            name(Scope::Model, Measure::Tokens, Window::Day),
+            "model tpd"
+        );
+        assert_eq!(
+            name(Scope::Model, Measure::Requests, Window::Hour),
+            "model rph"
+        );
+        assert_eq!(
+            name(Scope::Key, Measure::Cost, Window::Month),
+            "key budget per month"
+        );
+    }
+}

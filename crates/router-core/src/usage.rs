@@ -1,0 +1,229 @@
+//! The usage port: one record per request, and the questions `/v1/usage` asks.
+//!
+//! The engine writes a [`UsageRecord`] for every authenticated chat request,
+//! whatever its outcome, exactly once. Implementations (router-limits' SQLite
+//! ledger) must not block the caller: `record` hands the record over and
+//! returns.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::config::ModelEntry;
+
+/// Token counts of one answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub prompt: u64,
+    pub completion: u64,
+    /// Prompt tokens served from the provider's cache (part of `prompt`).
+    pub cached: u64,
+    /// Completion tokens spent reasoning (part of `completion`).
+    pub reasoning: u64,
+}
+
+impl Tokens {
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+
+    /// Reads an OpenAI `usage` object. `None` when it is not one.
+    pub fn from_usage(usage: &Value) -> Option<Self> {
+        let number = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64);
+        Some(Self {
+            prompt: number("/prompt_tokens")?,
+            completion: number("/completion_tokens").unwrap_or(0),
+            cached: number("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+            reasoning: number("/completion_tokens_details/reasoning_tokens").unwrap_or(0),
+        })
+    }
+
+    /// The cost in USD at the entry's prices. Cached prompt tokens are priced
+    /// at `cached_input_price_per_token`.
+    pub fn cost(&self, entry: &ModelEntry) -> f64 {
+        let cached = self.cached.min(self.prompt);
+        let uncached = self.prompt - cached;
+        uncached as f64 * entry.input_price_per_token
+            + cached as f64 * entry.cached_input_price_per_token
+            + self.completion as f64 * entry.output_price_per_token
+    }
+}
+
+/// Where the token counts of a record come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageSource {
+    /// The upstream reported `usage`.
+    Upstream,
+    /// No usage arrived (client disconnect, cut stream): the router counted
+    /// the prompt and what it relayed.
+    Estimated,
+    /// The request never reached an upstream.
+    None,
+}
+
+impl UsageSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream",
+            Self::Estimated => "estimated",
+            Self::None => "none",
+        }
+    }
+}
+
+/// How a request ended, as the ledger records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A complete answer, or a stream that ended with `[DONE]`.
+    Ok,
+    /// The client's request was refused before any upstream call
+    /// (invalid body, unknown model).
+    Invalid,
+    /// A limit refused it.
+    Refused,
+    /// Every attempt failed, or the upstream refused the request.
+    UpstreamFailed,
+    /// The stream broke after it had started.
+    StreamFailed,
+    /// The client went away before the answer ended.
+    ClientGone,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Invalid => "invalid",
+            Self::Refused => "refused",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::StreamFailed => "stream_failed",
+            Self::ClientGone => "client_gone",
+        }
+    }
+}
+
+/// One request, as the ledger keeps it. Never holds a secret: keys appear
+/// by id, name and fingerprint only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    pub time: OffsetDateTime,
+    pub request_id: String,
+    pub key_id: u64,
+    pub key_name: String,
+    /// The model name the client asked for.
+    pub model: String,
+    /// The entry that answered (or was tried last): its position in `models:`.
+    pub entry_index: Option<usize>,
+    pub entry_id: Option<u64>,
+    /// The index of the provider key used, in the entry's `provider_api_key`.
+    pub provider_key_index: Option<usize>,
+    pub tokens: Tokens,
+    pub cost_usd: f64,
+    pub outcome: Outcome,
+    /// The error's message, when the outcome is not `Ok`.
+    pub error: Option<String>,
+    pub latency: Duration,
+    pub source: UsageSource,
+    pub stream: bool,
+}
+
+/// Takes usage records. Must not block.
+pub trait UsageSink: Send + Sync + fmt::Debug {
+    fn record(&self, record: UsageRecord);
+}
+
+/// A sink that forgets everything (a router without a ledger).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoLedger;
+
+impl UsageSink for NoLedger {
+    fn record(&self, _record: UsageRecord) {}
+}
+
+/// How `/v1/usage` groups its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Nothing,
+    Key,
+    Model,
+    Day,
+}
+
+/// A question to the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    /// Only this key (by id); `None` for every key (admin).
+    pub key_id: Option<u64>,
+    pub model: Option<String>,
+    /// From (inclusive) and until (exclusive).
+    pub since: OffsetDateTime,
+    pub until: OffsetDateTime,
+    pub group_by: GroupBy,
+}
+
+/// One row of an answer: totals over the records of one group.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UsageTotals {
+    /// The group's value (key id, model name or `YYYY-MM-DD`), `None` when ungrouped.
+    pub group: Option<String>,
+    pub requests: u64,
+    pub tokens: Tokens,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the usage ledger cannot answer: {detail}")]
+pub struct LedgerError {
+    pub detail: String,
+}
+
+/// Answers questions about recorded usage.
+#[async_trait]
+pub trait UsageStore: Send + Sync + fmt::Debug {
+    async fn totals(&self, query: UsageQuery) -> Result<Vec<UsageTotals>, LedgerError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_openai_usage() {
+        let usage = json!({"prompt_tokens": 100, "completion_tokens": 40, "total_tokens": 140,
+            "prompt_tokens_details": {"cached_tokens": 30, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 12}});
+        assert_eq!(
+            Tokens::from_usage(&usage),
+            Some(Tokens {
+                prompt: 100,
+                completion: 40,
+                cached: 30,
+                reasoning: 12
+            })
+        );
+        assert_eq!(Tokens::from_usage(&json!({"total_tokens": 3})), None);
+        assert_eq!(Tokens::from_usage(&json!(null)), None);
+    }
+
+    #[test]
+    fn prices_cached_tokens_apart() {
+        let entry = ModelEntry {
+            input_price_per_token: 0.000002,
+            cached_input_price_per_token: 0.0000005,
+            output_price_per_token: 0.000008,
+            ..ModelEntry::new("m", "mock")
+        };
+        let tokens = Tokens {
+            prompt: 1000,
+            completion: 100,
+            cached: 400,
+            reasoning: 0,
+        };
+        let cost = tokens.cost(&entry);
+        assert!((cost - (600.0 * 0.000002 + 400.0 * 0.0000005 + 100.0 * 0.000008)).abs() < 1e-12);
+    }
+}
