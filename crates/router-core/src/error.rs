@@ -3,6 +3,7 @@
 //! Lower layers classify; only router-http turns these into HTTP statuses and
 //! OpenAI-shaped bodies.
 
+use crate::limits::Refusal;
 use crate::provider::ProviderError;
 
 /// Why a request was not authenticated.
@@ -30,6 +31,10 @@ pub enum ChatError {
     },
     #[error("Model {model} not found or not available.")]
     ModelNotFound { model: String },
+    /// A limit refused the request (the client's, or every entry's). When
+    /// `refusal.never_fits`, the request can never be served as it is.
+    #[error("{}", refusal_message(refusal))]
+    Refused { refusal: Refusal },
     /// One attempt was made and it failed, or the upstream refused the
     /// client's own request (4xx other than 429), which is never retried.
     #[error("{source}")]
@@ -44,4 +49,30 @@ pub enum ChatError {
         #[source]
         last: ProviderError,
     },
+}
+
+fn refusal_message(refusal: &Refusal) -> String {
+    if refusal.never_fits {
+        format!(
+            "This request needs more than the whole {} limit of {}; reduce max_tokens or the prompt",
+            refusal.name, refusal.limit
+        )
+    } else {
+        format!(
+            "Rate limit reached: {} limit of {}; retry after {} s",
+            refusal.name,
+            refusal.limit,
+            refusal.retry_after.as_secs_f64().ceil().max(1.0)
+        )
+    }
+}
+
+/// Why `/v1/usage` could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    /// A key that is not `admin` asked about another key.
+    #[error("this key may only read its own usage (admin keys may read any)")]
+    Forbidden,
+    #[error("{0}")]
+    Ledger(#[from] crate::usage::LedgerError),
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::config::ModelEntry;
+use crate::limits::LimitName;
 
 /// Token counts of one answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,7 +126,13 @@ pub struct UsageRecord {
     pub outcome: Outcome,
     /// The error's message, when the outcome is not `Ok`.
     pub error: Option<String>,
+    /// From the request's arrival to the end of the answer.
     pub latency: Duration,
+    /// From the successful upstream call's start to its response head (or
+    /// first chunk); `None` when no upstream answered.
+    pub upstream_latency: Option<Duration>,
+    /// The limit that refused the request, when `outcome` is `Refused`.
+    pub refused_by: Option<LimitName>,
     pub source: UsageSource,
     pub stream: bool,
 }
@@ -133,6 +140,21 @@ pub struct UsageRecord {
 /// Takes usage records. Must not block.
 pub trait UsageSink: Send + Sync + fmt::Debug {
     fn record(&self, record: UsageRecord);
+}
+
+/// Hands each record to several sinks (the ledger and the metrics).
+#[derive(Debug, Default)]
+pub struct FanOut(pub Vec<std::sync::Arc<dyn UsageSink>>);
+
+impl UsageSink for FanOut {
+    fn record(&self, record: UsageRecord) {
+        if let Some((last, rest)) = self.0.split_last() {
+            for sink in rest {
+                sink.record(record.clone());
+            }
+            last.record(record);
+        }
+    }
 }
 
 /// A sink that forgets everything (a router without a ledger).

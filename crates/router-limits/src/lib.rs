@@ -1,5 +1,35 @@
-//! router-limits: request and token limiters, day quotas and the usage ledger.
+//! router-limits: request and token limiters, day quotas, budgets, the
+//! usage ledger and the token counter.
 //!
-//! This crate is the only one that names `governor`. It implements the limiter
-//! and usage ports that router-core defines. Limits are not enforced yet: this
-//! crate is a skeleton until the limits work lands.
+//! It implements the ports router-core defines (`Limiter`, `UsageSink`,
+//! `UsageStore`, `TokenCounter`). It is the only crate that names `governor`
+//! (its clocks) and `rusqlite`. It knows nothing of HTTP.
+
+use std::fmt;
+
+/// The value of one calendar-window counter (a day quota or a budget), as
+/// the limiter persists it so that a restart never hands out a fresh day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterRow {
+    /// A stable id of the limit: it names the limit and whom it applies to
+    /// by fingerprints and ids, never by a secret (e.g. `key:1a2b3c4d5e6f7a8b:rpd`).
+    pub limit: String,
+    /// The calendar period: `YYYY-MM-DD` for days, `YYYY-MM` for months.
+    pub period: String,
+    /// Requests, tokens or micro-USD used in that period.
+    pub value: u64,
+}
+
+/// Takes counter updates; must not block (the store writes them in batches,
+/// keeping only the latest value of each limit and period).
+pub trait CounterSink: Send + Sync + fmt::Debug {
+    fn update(&self, row: CounterRow);
+}
+
+/// A sink that keeps nothing (limits without persistence, and tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoPersistence;
+
+impl CounterSink for NoPersistence {
+    fn update(&self, _row: CounterRow) {}
+}
