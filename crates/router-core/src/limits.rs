@@ -161,12 +161,23 @@ pub struct Settlement {
 pub struct Permit {
     rate: RateInfo,
     reservation: Option<Box<dyn Reservation>>,
+    /// Whether the model scope was settled already (after a failed attempt).
+    model_settled: bool,
 }
 
 /// The limiter's side of a permit.
+///
+/// A permit covers two scopes: the client key's limits (when the demand
+/// named the key) and the model entry's limits. They are settled apart: when
+/// an attempt fails and the engine fails over, the entry's reservation is
+/// settled at once (its tokens handed back, its request still counted: the
+/// upstream saw it) while the key's reservation carries on to the attempt
+/// that answers.
 pub trait Reservation: Send + Sync {
-    /// Replaces what was reserved with what was used.
-    fn settle(self: Box<Self>, used: Settlement);
+    /// Replaces what was reserved in the limits of `scope` with what was
+    /// used. The engine calls it at most once per scope; a scope the permit
+    /// does not cover is ignored.
+    fn settle(&mut self, scope: Scope, used: Settlement);
 }
 
 impl Permit {
@@ -174,6 +185,7 @@ impl Permit {
         Self {
             rate,
             reservation: Some(reservation),
+            model_settled: false,
         }
     }
 
@@ -182,6 +194,7 @@ impl Permit {
         Self {
             rate: RateInfo::default(),
             reservation: None,
+            model_settled: false,
         }
     }
 
@@ -189,9 +202,24 @@ impl Permit {
         self.rate
     }
 
+    /// Settles the model entry's limits only (see [`Reservation`]).
+    pub fn settle_model(&mut self, used: Settlement) {
+        if self.model_settled {
+            return;
+        }
+        self.model_settled = true;
+        if let Some(reservation) = self.reservation.as_mut() {
+            reservation.settle(Scope::Model, used);
+        }
+    }
+
+    /// Settles every scope not settled yet.
     pub fn settle(mut self, used: Settlement) {
-        if let Some(reservation) = self.reservation.take() {
-            reservation.settle(used);
+        if let Some(mut reservation) = self.reservation.take() {
+            reservation.settle(Scope::Key, used);
+            if !self.model_settled {
+                reservation.settle(Scope::Model, used);
+            }
         }
     }
 }
