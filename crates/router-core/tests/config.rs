@@ -5,7 +5,9 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use router_core::config::{self, Config, ConfigErrors, MOCK_PROVIDER, OPENAI_PROVIDER};
+use router_core::config::{
+    self, Budget, BudgetPeriod, Config, ConfigErrors, LimitsConfig, MOCK_PROVIDER, OPENAI_PROVIDER,
+};
 use time::macros::datetime;
 
 fn fixture(name: &str) -> PathBuf {
@@ -126,6 +128,59 @@ fn seed_config_loads_unchanged() {
     assert!(key.is_active);
     assert_eq!(key.user_id, None);
     assert_eq!(key.expires_at, None);
+
+    // Fields the seed did not have take their defaults.
+    assert_eq!(config.limits, LimitsConfig::default());
+    assert!(config
+        .models
+        .iter()
+        .all(|m| m.cached_input_price_per_token == m.input_price_per_token));
+    assert_eq!(key.budget, None);
+    assert!(!key.admin);
+}
+
+#[test]
+fn budgets_cached_prices_and_limits_load() {
+    let config = load("budgets-and-limits.yaml");
+    let prices: Vec<(f64, f64, f64)> = config
+        .models
+        .iter()
+        .map(|m| {
+            (
+                m.input_price_per_token,
+                m.cached_input_price_per_token,
+                m.output_price_per_token,
+            )
+        })
+        .collect();
+    assert_eq!(prices, [(3e-6, 3e-7, 1.5e-5), (2e-6, 2e-6, 0.0)]);
+
+    let budgets: Vec<Option<Budget>> = config.api_keys.iter().map(|k| k.budget).collect();
+    assert_eq!(
+        budgets,
+        [
+            Some(Budget {
+                max_usd: 50.0,
+                period: BudgetPeriod::Month
+            }),
+            Some(Budget {
+                max_usd: 1.5,
+                period: BudgetPeriod::Day
+            }),
+            None,
+        ]
+    );
+    let admins: Vec<bool> = config.api_keys.iter().map(|k| k.admin).collect();
+    assert_eq!(admins, [false, false, true]);
+
+    assert_eq!(
+        config.limits,
+        LimitsConfig {
+            default_output_tokens: NonZeroU64::new(2048).unwrap(),
+            database: PathBuf::from("state/usage.db"),
+            flush_interval: Duration::from_millis(500),
+        }
+    );
 }
 
 #[test]
@@ -233,6 +288,8 @@ fn typos_are_reported_with_a_suggestion() {
             "16: models[2].bse_url: unknown field, did you mean `base_url`?",
             "17: models[2].enabeld: unknown field, did you mean `enabled`?",
             "18: api_key: unknown field, did you mean `api_keys`?",
+            "21: limits.flush-interval: unknown field, did you mean `flush_interval`?",
+            "22: limits.databse: unknown field, did you mean `database`?",
         ]
     );
     let file = fixture("typos.yaml");
@@ -272,6 +329,14 @@ fn every_problem_is_reported_in_one_run() {
             "38: api_keys[3].key: environment variable `NOT_SET` is not set",
             "39: api_keys[3].expires_at: expected a timestamp such as `2025-12-31T23:59:59Z`, \
              `2025-12-31 23:59:59` or `2025-12-31`, found `next year`",
+            "42: api_keys[4].budget_period: has no effect without `max_budget_usd`: set \
+             `max_budget_usd` (USD per period) or remove `budget_period`",
+            "45: api_keys[5].max_budget_usd: must not be negative (0 or leaving it out means no \
+             budget), found -10",
+            "46: api_keys[5].budget_period: expected `day` or `month`, found a string",
+            "48: limits.default_output_tokens: must be at least 1, found 0",
+            "49: limits.database: must not be empty: name the SQLite file, e.g. `data/router.db`",
+            "50: limits.flush_interval: must be greater than zero",
         ]
     );
     // Secrets appear nowhere in the report.
@@ -302,12 +367,12 @@ fn empty_and_non_mapping_files_are_refused() {
     check_errors(
         "empty.yaml",
         &no_env,
-        &["-: : the file is empty; expected a mapping with `server`, `models` and `api_keys`"],
+        &["-: : the file is empty; expected a mapping with `server`, `models`, `api_keys` and `limits`"],
     );
     check_errors(
         "not-a-mapping.yaml",
         &no_env,
-        &["-: : expected a mapping with `server`, `models` and `api_keys` at the top level, found a list"],
+        &["-: : expected a mapping with `server`, `models`, `api_keys` and `limits` at the top level, found a list"],
     );
 }
 
@@ -419,6 +484,10 @@ fn default_config_runs_without_any_key() {
     let key = &config.api_keys[0];
     assert_eq!(key.key.expose(), "sk-router-dev-key");
     assert!(key.is_active);
+    // The budget and admin lines are shown commented out.
+    assert_eq!(key.budget, None);
+    assert!(!key.admin);
+    assert_eq!(config.limits, LimitsConfig::default());
 }
 
 #[test]

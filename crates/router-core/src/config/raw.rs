@@ -21,6 +21,7 @@ use super::env;
 use super::error::Problem;
 use super::scalar::{self, DurationError, DURATION_FORMAT, TIMESTAMP_FORMAT};
 use super::yaml::join_path;
+use super::BudgetPeriod;
 use crate::secret::Secret;
 
 /// What the walk carries along: the variable lookup and the problems so far.
@@ -209,10 +210,27 @@ impl FromYaml for i128 {
 
 impl FromYaml for f64 {
     fn from_yaml(value: &Value, path: &str, cx: &mut Ctx<'_>) -> Option<Self> {
-        if let Value::Number(number) = value {
-            if let Some(float) = number.as_f64() {
-                return Some(float);
+        match value {
+            Value::Number(number) => {
+                if let Some(float) = number.as_f64() {
+                    return Some(float);
+                }
             }
+            // Only finite numbers get the hint: `nan` and `inf` parse too,
+            // but YAML spells those `.nan` and `.inf`.
+            Value::String(text)
+                if text
+                    .trim()
+                    .parse::<f64>()
+                    .is_ok_and(|float| float.is_finite()) =>
+            {
+                cx.error(
+                    path,
+                    "expected a number, found a string (write it without quotes)",
+                );
+                return None;
+            }
+            _ => {}
         }
         cx.type_error(path, "a number", value);
         None
@@ -355,6 +373,43 @@ impl FromYaml for IpAddr {
     }
 }
 
+/// `budget_period`: `day` or `month`. Like a boolean's, a wrong value is
+/// not shown (a key pasted on the wrong line would be); a near miss gets the
+/// period it most likely meant.
+impl FromYaml for BudgetPeriod {
+    fn from_yaml(value: &Value, path: &str, cx: &mut Ctx<'_>) -> Option<Self> {
+        const EXPECTED: &str = "`day` or `month`";
+        const PERIODS: &[&str] = &["day", "month"];
+        let Value::String(text) = value else {
+            cx.type_error(path, EXPECTED, value);
+            return None;
+        };
+        let text = cx.expand(text, path)?;
+        let text = text.trim();
+        match text {
+            "day" => return Some(BudgetPeriod::Day),
+            "month" => return Some(BudgetPeriod::Month),
+            _ => {}
+        }
+        let found = if text.is_empty() {
+            "an empty string"
+        } else {
+            "a string"
+        };
+        let suggestion = match text.to_ascii_lowercase().as_str() {
+            "daily" => Some("day"),
+            "monthly" => Some("month"),
+            other => closest(other, PERIODS),
+        };
+        let message = match suggestion {
+            Some(period) => format!("expected {EXPECTED}, found {found}; did you mean `{period}`?"),
+            None => format!("expected {EXPECTED}, found {found}"),
+        };
+        cx.error(path, message);
+        None
+    }
+}
+
 /// A field the seed reads but nothing uses (`created_at`): any scalar will do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Unused;
@@ -452,6 +507,8 @@ section! {
         updated_at: Unused,
         input_price_per_token: f64,
         output_price_per_token: f64,
+        /// Ours: USD per prompt token read from the provider's cache.
+        cached_input_price_per_token: f64,
         max_tokens: i128,
         context_length: i128,
         supported_parameters: Vec<String>,
@@ -484,6 +541,21 @@ section! {
         tpm: i128,
         tph: i128,
         tpd: i128,
+        /// Ours: spend allowed per `budget_period`.
+        max_budget_usd: f64,
+        /// Ours.
+        budget_period: BudgetPeriod,
+        /// Ours: may read every key's usage.
+        admin: bool,
+    }
+}
+
+section! {
+    /// `limits:` (ours).
+    struct RawLimits {
+        default_output_tokens: i128,
+        database: String,
+        flush_interval: Duration,
     }
 }
 
@@ -493,14 +565,15 @@ pub(super) struct RawConfig {
     pub server: Field<RawServer>,
     pub models: Field<Entries<RawModel>>,
     pub api_keys: Field<Entries<RawApiKey>>,
+    pub limits: Field<RawLimits>,
 }
 
 impl RawConfig {
-    pub(super) const FIELDS: &'static [&'static str] = &["server", "models", "api_keys"];
+    pub(super) const FIELDS: &'static [&'static str] = &["server", "models", "api_keys", "limits"];
 
     /// Walks the document. Problems land in `cx`; what could be read is returned.
     pub(super) fn decode(document: &Value, cx: &mut Ctx<'_>) -> Self {
-        const EXPECTED: &str = "a mapping with `server`, `models` and `api_keys`";
+        const EXPECTED: &str = "a mapping with `server`, `models`, `api_keys` and `limits`";
         let mut config = Self::default();
         let mapping = match document {
             Value::Mapping(mapping) => mapping,
@@ -527,6 +600,7 @@ impl RawConfig {
                 "server" => config.server = Field::decode(item, key, cx),
                 "models" => config.models = Field::decode(item, key, cx),
                 "api_keys" => config.api_keys = Field::decode(item, key, cx),
+                "limits" => config.limits = Field::decode(item, key, cx),
                 // Room for YAML anchors shared through `<<` merges, as in
                 // docker compose files: `x-defaults: &defaults {...}`.
                 _ if key.starts_with("x-") => {}
@@ -697,7 +771,58 @@ mod tests {
     fn floats() {
         check("0.000001", Ok(0.000_001f64));
         check("3", Ok(3.0f64));
+        check("-2", Ok(-2.0f64));
         check::<f64>("cheap", Err(&["field: expected a number, found a string"]));
+        check::<f64>(
+            "\"0.5\"",
+            Err(&["field: expected a number, found a string (write it without quotes)"]),
+        );
+        // YAML writes these `.nan` and `.inf`; the bare words are strings.
+        check::<f64>("nan", Err(&["field: expected a number, found a string"]));
+        check::<f64>("inf", Err(&["field: expected a number, found a string"]));
+        check::<f64>(
+            "true",
+            Err(&["field: expected a number, found the boolean `true`"]),
+        );
+    }
+
+    #[test]
+    fn budget_periods() {
+        check("day", Ok(BudgetPeriod::Day));
+        check("month", Ok(BudgetPeriod::Month));
+        check("\"month\"", Ok(BudgetPeriod::Month));
+        check::<BudgetPeriod>(
+            "week",
+            Err(&["field: expected `day` or `month`, found a string"]),
+        );
+        check::<BudgetPeriod>(
+            "Month",
+            Err(&["field: expected `day` or `month`, found a string; did you mean `month`?"]),
+        );
+        check::<BudgetPeriod>(
+            "mnth",
+            Err(&["field: expected `day` or `month`, found a string; did you mean `month`?"]),
+        );
+        check::<BudgetPeriod>(
+            "daily",
+            Err(&["field: expected `day` or `month`, found a string; did you mean `day`?"]),
+        );
+        check::<BudgetPeriod>(
+            "monthly",
+            Err(&["field: expected `day` or `month`, found a string; did you mean `month`?"]),
+        );
+        check::<BudgetPeriod>(
+            "\"\"",
+            Err(&["field: expected `day` or `month`, found an empty string"]),
+        );
+        check::<BudgetPeriod>(
+            "30",
+            Err(&["field: expected `day` or `month`, found the number 30"]),
+        );
+        check::<BudgetPeriod>(
+            "\"${NOPE}\"",
+            Err(&["field: environment variable `NOPE` is not set"]),
+        );
     }
 
     #[test]
@@ -829,6 +954,22 @@ mod tests {
     }
 
     #[test]
+    fn limits_section_reports_unknown_fields() {
+        let (section, problems) =
+            decode::<RawLimits>("databse: a.db\nflush_interval: 2s\nmax_tokens: 5\n");
+        let section = section.unwrap();
+        assert!(matches!(section.database, Field::Absent));
+        assert!(matches!(section.flush_interval, Field::Set(d) if d == Duration::from_secs(2)));
+        assert_eq!(
+            problems,
+            [
+                "field.databse: unknown field, did you mean `database`?",
+                "field.max_tokens: unknown field",
+            ]
+        );
+    }
+
+    #[test]
     fn null_fields_are_absent() {
         let (section, problems) = decode::<RawModel>("name: ~\nenabled:\n");
         let section = section.unwrap();
@@ -857,6 +998,29 @@ mod tests {
         }
         assert_eq!(closest("model", RawConfig::FIELDS), Some("models"));
         assert_eq!(closest("api_key", RawConfig::FIELDS), Some("api_keys"));
+        assert_eq!(closest("limit", RawConfig::FIELDS), Some("limits"));
+        assert_eq!(
+            closest("budget_perod", RawApiKey::FIELDS),
+            Some("budget_period")
+        );
+        assert_eq!(
+            closest("max_budget_us", RawApiKey::FIELDS),
+            Some("max_budget_usd")
+        );
+        assert_eq!(closest("Admin", RawApiKey::FIELDS), Some("admin"));
+        assert_eq!(
+            closest("cache_input_price_per_token", RawModel::FIELDS),
+            Some("cached_input_price_per_token")
+        );
+        assert_eq!(
+            closest("flush-interval", RawLimits::FIELDS),
+            Some("flush_interval")
+        );
+        assert_eq!(closest("databse", RawLimits::FIELDS), Some("database"));
+        assert_eq!(
+            closest("default_output_token", RawLimits::FIELDS),
+            Some("default_output_tokens")
+        );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("prot", "port"), 1);

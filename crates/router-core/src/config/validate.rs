@@ -8,17 +8,17 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use url::Url;
 
 use super::error::Problem;
-use super::raw::{Ctx, Field, RawApiKey, RawConfig, RawModel, RawServer};
+use super::raw::{Ctx, Field, RawApiKey, RawConfig, RawLimits, RawModel, RawServer};
 use super::yaml::{self, LineIndex};
 use super::{
-    Capabilities, ClientKeyConfig, Config, ConfigError, ConfigErrors, KeyLimits, ModelEntry,
-    ModelLimits, ServerConfig, OPENAI_PROVIDER,
+    Budget, BudgetPeriod, Capabilities, ClientKeyConfig, Config, ConfigError, ConfigErrors,
+    KeyLimits, LimitsConfig, ModelEntry, ModelLimits, ServerConfig, OPENAI_PROVIDER,
 };
 use crate::secret::Secret;
 
@@ -86,6 +86,10 @@ fn validate(file: &Path, raw: RawConfig, cx: &mut Ctx<'_>) -> Config {
         Field::Set(server) => validate_server(server, cx),
         Field::Absent | Field::Invalid => ServerConfig::default(),
     };
+    let limits = match raw.limits {
+        Field::Set(limits) => validate_limits(limits, cx),
+        Field::Absent | Field::Invalid => LimitsConfig::default(),
+    };
     let models: Vec<ModelEntry> = raw
         .models
         .set()
@@ -123,7 +127,7 @@ fn validate(file: &Path, raw: RawConfig, cx: &mut Ctx<'_>) -> Config {
         server,
         models,
         api_keys,
-        limits: super::LimitsConfig::default(),
+        limits,
     }
 }
 
@@ -165,6 +169,50 @@ fn validate_server(raw: RawServer, cx: &mut Ctx<'_>) -> ServerConfig {
             raw.request_timeout,
             "server.request_timeout",
             defaults.request_timeout,
+            cx,
+        ),
+    }
+}
+
+fn validate_limits(raw: RawLimits, cx: &mut Ctx<'_>) -> LimitsConfig {
+    let defaults = LimitsConfig::default();
+    let database = match raw.database {
+        // Kept as written: a relative path is relative to the working
+        // directory of the process, like `--config`.
+        Field::Set(database) => {
+            let path = "limits.database";
+            if database.trim().is_empty() {
+                cx.error(
+                    path,
+                    "must not be empty: name the SQLite file, e.g. `data/router.db`",
+                );
+                defaults.database
+            } else if database.ends_with(std::path::is_separator)
+                || Path::new(&database).file_name().is_none()
+            {
+                cx.error(
+                    path,
+                    "must name a file such as `data/router.db`, not a folder",
+                );
+                defaults.database
+            } else {
+                PathBuf::from(database)
+            }
+        }
+        Field::Absent | Field::Invalid => defaults.database,
+    };
+    LimitsConfig {
+        default_output_tokens: at_least_one(
+            raw.default_output_tokens,
+            "limits.default_output_tokens",
+            defaults.default_output_tokens,
+            cx,
+        ),
+        database,
+        flush_interval: positive_duration(
+            raw.flush_interval,
+            "limits.flush_interval",
+            defaults.flush_interval,
             cx,
         ),
     }
@@ -253,6 +301,10 @@ fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
     }
 
     let input_price_per_token = price(raw.input_price_per_token, &at("input_price_per_token"), cx);
+    let cached_input_price_per_token = match raw.cached_input_price_per_token {
+        Field::Absent => input_price_per_token,
+        field => price(field, &at("cached_input_price_per_token"), cx),
+    };
     ModelEntry {
         index,
         id: count(raw.id, &at("id"), cx).unwrap_or(0),
@@ -282,7 +334,7 @@ fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
             tpd: limit(raw.tpd, &at("tpd"), cx),
         },
         input_price_per_token,
-        cached_input_price_per_token: input_price_per_token,
+        cached_input_price_per_token,
         output_price_per_token: price(
             raw.output_price_per_token,
             &at("output_price_per_token"),
@@ -337,9 +389,53 @@ fn validate_client_key(index: usize, raw: RawApiKey, cx: &mut Ctx<'_>) -> Client
             tph: limit(raw.tph, &at("tph"), cx),
             tpd: limit(raw.tpd, &at("tpd"), cx),
         },
-        budget: None,
-        admin: false,
+        budget: budget(index, raw.max_budget_usd, raw.budget_period, cx),
+        admin: flag(raw.admin),
     }
+}
+
+/// `max_budget_usd` with `budget_period`: `None` when there is no budget (the
+/// amount absent or 0) or a problem was recorded.
+fn budget(
+    index: usize,
+    max_usd: Field<f64>,
+    period: Field<BudgetPeriod>,
+    cx: &mut Ctx<'_>,
+) -> Option<Budget> {
+    let max_path = format!("api_keys[{index}].max_budget_usd");
+    let period_path = format!("api_keys[{index}].budget_period");
+    // A period without an amount looks like a budget but limits nothing. An
+    // explicit `max_budget_usd: 0` switches the budget off on purpose, so its
+    // period may stay.
+    if matches!(max_usd, Field::Absent) && matches!(period, Field::Set(_)) {
+        cx.error(
+            &period_path,
+            "has no effect without `max_budget_usd`: set `max_budget_usd` (USD per period) \
+             or remove `budget_period`",
+        );
+    }
+    let max_usd = max_usd.set()?;
+    if max_usd == 0.0 {
+        return None;
+    }
+    if max_usd < 0.0 {
+        cx.error(
+            &max_path,
+            format!("must not be negative (0 or leaving it out means no budget), found {max_usd}"),
+        );
+        return None;
+    }
+    if !max_usd.is_finite() {
+        cx.error(&max_path, "must be a finite number");
+        return None;
+    }
+    Some(Budget {
+        max_usd,
+        period: match period {
+            Field::Set(period) => period,
+            Field::Absent | Field::Invalid => BudgetPeriod::Month,
+        },
+    })
 }
 
 /// Reports each non-zero id that an earlier item of `section` already uses.
@@ -416,6 +512,24 @@ fn limit(field: Field<i128>, path: &str, cx: &mut Ctx<'_>) -> Option<NonZeroU64>
         }
     }
     count(field, path, cx).and_then(NonZeroU64::new)
+}
+
+/// A count that must be at least 1 (absent: `default`).
+fn at_least_one(
+    field: Field<i128>,
+    path: &str,
+    default: NonZeroU64,
+    cx: &mut Ctx<'_>,
+) -> NonZeroU64 {
+    match field {
+        Field::Set(value) if value < 1 => {
+            cx.error(path, format!("must be at least 1, found {value}"));
+            default
+        }
+        field => count(field, path, cx)
+            .and_then(NonZeroU64::new)
+            .unwrap_or(default),
+    }
 }
 
 /// A size in bytes that must allow at least one byte.
@@ -549,6 +663,17 @@ mod tests {
         assert!(config.models.is_empty());
         assert!(config.api_keys.is_empty());
         assert_eq!(config.source, PathBuf::from("test.yaml"));
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(
+            config.limits,
+            LimitsConfig {
+                default_output_tokens: NonZeroU64::new(1024).unwrap(),
+                database: PathBuf::from("data/router.db"),
+                flush_interval: Duration::from_secs(1),
+            }
+        );
+        assert_eq!(load("limits: {}\n").limits, LimitsConfig::default());
+        assert_eq!(load("limits:\n").limits, LimitsConfig::default());
 
         let config = load(MOCK);
         let model = &config.models[0];
@@ -561,6 +686,12 @@ mod tests {
         assert_eq!(model.base_url, None);
         assert_eq!(model.supported_parameters, None);
         assert!(model.enabled && !model.visible && !model.stream_only);
+        assert_eq!(model.input_price_per_token, 0.0);
+        assert_eq!(model.cached_input_price_per_token, 0.0);
+
+        let key = load("api_keys:\n  - key: k\n").api_keys.remove(0);
+        assert_eq!(key.budget, None);
+        assert!(!key.admin);
     }
 
     #[test]
@@ -620,6 +751,57 @@ mod tests {
         assert_eq!(model.output_price_per_token, 2.0);
         assert_eq!(model.max_tokens, None);
         assert_eq!(model.context_length, NonZeroU64::new(128_000));
+    }
+
+    #[test]
+    fn cached_input_prices() {
+        let prices = |yaml: &str| {
+            let model = load(&format!("models:\n  - name: m\n{yaml}"))
+                .models
+                .remove(0);
+            (
+                model.input_price_per_token,
+                model.cached_input_price_per_token,
+            )
+        };
+        // Left out (or null), the cache costs what any input token costs.
+        assert_eq!(
+            prices("    input_price_per_token: 0.000003\n"),
+            (3e-6, 3e-6)
+        );
+        assert_eq!(
+            prices("    input_price_per_token: 0.000003\n    cached_input_price_per_token: ~\n"),
+            (3e-6, 3e-6)
+        );
+        assert_eq!(
+            prices("    input_price_per_token: 0.000003\n    cached_input_price_per_token: 0.0000003\n"),
+            (3e-6, 3e-7)
+        );
+        assert_eq!(
+            prices("    input_price_per_token: 0.000003\n    cached_input_price_per_token: 0\n"),
+            (3e-6, 0.0)
+        );
+        // Order in the entry does not matter.
+        assert_eq!(
+            prices("    cached_input_price_per_token: 1\n    input_price_per_token: 2\n"),
+            (2.0, 1.0)
+        );
+
+        check(
+            "models:\n  - name: a\n    cached_input_price_per_token: -0.1\n  - name: b\n    \
+             cached_input_price_per_token: .inf\n  - name: c\n    cached_input_price_per_token: \"0.1\"\n  \
+             - name: d\n    cached_input_price_per_token: .nan\n  - name: e\n    \
+             cache_input_price_per_token: 0.1\n",
+            &[
+                "3: models[0].cached_input_price_per_token: must not be negative, found -0.1",
+                "5: models[1].cached_input_price_per_token: must be a finite number",
+                "7: models[2].cached_input_price_per_token: expected a number, found a string \
+                 (write it without quotes)",
+                "9: models[3].cached_input_price_per_token: must be a finite number",
+                "11: models[4].cache_input_price_per_token: unknown field, did you mean \
+                 `cached_input_price_per_token`?",
+            ],
+        );
     }
 
     #[test]
@@ -768,6 +950,156 @@ mod tests {
     }
 
     #[test]
+    fn client_key_budgets_and_admin() {
+        let keys = load(
+            "api_keys:\n  - key: a\n    max_budget_usd: 25\n  - key: b\n    max_budget_usd: 0.5\n    \
+             budget_period: day\n  - key: c\n    max_budget_usd: 100\n    budget_period: month\n    \
+             admin: true\n  - key: d\n    max_budget_usd: 0\n  - key: e\n    max_budget_usd: 0\n    \
+             budget_period: day\n    admin: false\n  - key: f\n    max_budget_usd: ~\n    admin: ~\n",
+        )
+        .api_keys;
+        let budgets: Vec<Option<Budget>> = keys.iter().map(|key| key.budget).collect();
+        assert_eq!(
+            budgets,
+            [
+                // The period defaults to a month.
+                Some(Budget {
+                    max_usd: 25.0,
+                    period: BudgetPeriod::Month
+                }),
+                Some(Budget {
+                    max_usd: 0.5,
+                    period: BudgetPeriod::Day
+                }),
+                Some(Budget {
+                    max_usd: 100.0,
+                    period: BudgetPeriod::Month
+                }),
+                // 0 means no budget; an explicit 0 may keep its period.
+                None,
+                None,
+                None,
+            ]
+        );
+        let admins: Vec<bool> = keys.iter().map(|key| key.admin).collect();
+        assert_eq!(admins, [false, false, true, false, false, false]);
+    }
+
+    #[test]
+    fn client_key_budget_errors() {
+        check(
+            "api_keys:\n  - key: a\n    budget_period: day\n  - key: b\n    max_budget_usd: -5\n    \
+             budget_period: day\n  - key: c\n    max_budget_usd: .inf\n  - key: d\n    \
+             max_budget_usd: \"10\"\n    budget_period: day\n  - key: e\n    max_budget_usd: 10\n    \
+             budget_period: week\n  - key: f\n    admin: maybe\n  - key: g\n    max_budget: 10\n    \
+             budget_period: month\n",
+            &[
+                "3: api_keys[0].budget_period: has no effect without `max_budget_usd`: set \
+                 `max_budget_usd` (USD per period) or remove `budget_period`",
+                "5: api_keys[1].max_budget_usd: must not be negative (0 or leaving it out means no \
+                 budget), found -5",
+                "8: api_keys[2].max_budget_usd: must be a finite number",
+                // A wrong amount is not also reported as missing.
+                "10: api_keys[3].max_budget_usd: expected a number, found a string (write it \
+                 without quotes)",
+                "14: api_keys[4].budget_period: expected `day` or `month`, found a string",
+                "16: api_keys[5].admin: expected `true` or `false`, found a string",
+                "18: api_keys[6].max_budget: unknown field",
+                "19: api_keys[6].budget_period: has no effect without `max_budget_usd`: set \
+                 `max_budget_usd` (USD per period) or remove `budget_period`",
+            ],
+        );
+    }
+
+    #[test]
+    fn budget_errors_never_echo_the_key() {
+        // A key pasted on the wrong lines: no message shows the value.
+        check(
+            "api_keys:\n  - key: sk-secret-value\n    budget_period: sk-secret-value\n    \
+             max_budget_usd: sk-secret-value\n  - key: sk-other-secret\n    max_budget_usd: \"12.5\"\n",
+            &[
+                "3: api_keys[0].budget_period: expected `day` or `month`, found a string",
+                "4: api_keys[0].max_budget_usd: expected a number, found a string",
+                "6: api_keys[1].max_budget_usd: expected a number, found a string (write it \
+                 without quotes)",
+            ],
+        );
+    }
+
+    #[test]
+    fn limits_fields() {
+        let limits = load(
+            "limits:\n  default_output_tokens: 256\n  database: /var/lib/router/usage.sqlite\n  \
+             flush_interval: 250ms\n",
+        )
+        .limits;
+        assert_eq!(
+            limits,
+            LimitsConfig {
+                default_output_tokens: NonZeroU64::new(256).unwrap(),
+                database: PathBuf::from("/var/lib/router/usage.sqlite"),
+                flush_interval: Duration::from_millis(250),
+            }
+        );
+        // Relative paths are kept as written (relative to the working directory).
+        let limits = load("limits:\n  database: ./state/r.db\n  default_output_tokens: 1\n").limits;
+        assert_eq!(limits.database, PathBuf::from("./state/r.db"));
+        assert_eq!(limits.default_output_tokens, NonZeroU64::MIN);
+        assert_eq!(limits.flush_interval, Duration::from_secs(1));
+        // Like every string, the path may come from the environment.
+        assert_eq!(
+            load("limits:\n  database: \"/data/${KEY}.db\"\n")
+                .limits
+                .database,
+            PathBuf::from("/data/sk-from-env.db")
+        );
+    }
+
+    #[test]
+    fn limits_errors() {
+        check(
+            "limits:\n  default_output_tokens: 0\n  database: \"\"\n  flush_interval: 0s\n",
+            &[
+                "2: limits.default_output_tokens: must be at least 1, found 0",
+                "3: limits.database: must not be empty: name the SQLite file, e.g. `data/router.db`",
+                "4: limits.flush_interval: must be greater than zero",
+            ],
+        );
+        check(
+            "limits:\n  default_output_tokens: -3\n  database: data/\n  flush_interval: 1\n  \
+             flush_intreval: 1s\n  max_budget_usd: 5\n",
+            &[
+                "2: limits.default_output_tokens: must be at least 1, found -3",
+                "3: limits.database: must name a file such as `data/router.db`, not a folder",
+                "4: limits.flush_interval: expected a duration such as `10s`, `1m30s` or `500ms` \
+                 (units: ns, us, ms, s, m, h), found the bare number 1 (add a unit, e.g. `1s`)",
+                "5: limits.flush_intreval: unknown field, did you mean `flush_interval`?",
+                "6: limits.max_budget_usd: unknown field",
+            ],
+        );
+        check(
+            "limits:\n  default_output_tokens: \"512\"\n  database: [a.db]\n  flush_interval: ${NOPE}\n",
+            &[
+                "2: limits.default_output_tokens: expected an integer, found a string (write it \
+                 without quotes)",
+                "3: limits.database: expected a string, found a list",
+                "4: limits.flush_interval: environment variable `NOPE` is not set",
+            ],
+        );
+        check(
+            "limits:\n  database: \"..\"\n",
+            &["2: limits.database: must name a file such as `data/router.db`, not a folder"],
+        );
+        check(
+            "limits: []\nlimit: {}\n",
+            &[
+                "1: limits: expected a mapping of `key: value` fields, found a list",
+                "2: limit: unknown field, did you mean `limits`?",
+            ],
+        );
+    }
+
+    #[test]
     fn empty_provider_keys() {
         check(
             "models:\n  - name: m\n    provider_api_key:\n      - a\n      - \"\"\n",
@@ -793,15 +1125,15 @@ mod tests {
     fn whole_file_errors() {
         check(
             "",
-            &["-: : the file is empty; expected a mapping with `server`, `models` and `api_keys`"],
+            &["-: : the file is empty; expected a mapping with `server`, `models`, `api_keys` and `limits`"],
         );
         check(
             "# only a comment\n",
-            &["-: : the file is empty; expected a mapping with `server`, `models` and `api_keys`"],
+            &["-: : the file is empty; expected a mapping with `server`, `models`, `api_keys` and `limits`"],
         );
         check(
             "- a\n- b\n",
-            &["-: : expected a mapping with `server`, `models` and `api_keys` at the top level, found a list"],
+            &["-: : expected a mapping with `server`, `models`, `api_keys` and `limits` at the top level, found a list"],
         );
         check(
             "model: []\nx-defaults: {a: 1}\nsevrer: {}\n",
