@@ -46,6 +46,14 @@ impl KeyStore {
         Self { by_prefix }
     }
 
+    /// Every key, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &ClientKeyConfig> {
+        self.by_prefix
+            .values()
+            .flatten()
+            .map(|(_, key)| key.as_ref())
+    }
+
     /// Authenticates an `Authorization` header value, as the seed does:
     /// `<scheme> <key>` where the scheme is `bearer` in any case and exactly one
     /// space separates them; otherwise the whole value is taken as the key.

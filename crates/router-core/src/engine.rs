@@ -2,26 +2,34 @@
 //! rewrite the answer.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use sha2::Digest;
+
+use crate::accounting::Books;
 use crate::aggregate::Aggregator;
 use crate::auth::KeyStore;
 use crate::catalog::{self, ModelList, ModelObject};
 use crate::config::{ClientKeyConfig, Config, ModelEntry};
-use crate::error::{AuthError, ChatError};
+use crate::error::{AuthError, ChatError, UsageError};
+use crate::estimate::{self, ByteCounter, TokenCounter};
+use crate::limits::{Demand, Limiter, NoLimits, RateInfo, Refusal, Scope};
 use crate::provider::{
     BuildResult, Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError,
     ProviderRequest,
 };
+use crate::report::{self, UsageReport, UsageRequest};
 use crate::request::{self, ChatRequest};
 use crate::secret::Secret;
 use crate::thinking::{self, StreamThinking};
+use crate::usage::{NoLedger, Outcome, Tokens, UsageSink, UsageStore};
 
 /// An authenticated client key.
 pub type ClientKey = Arc<ClientKeyConfig>;
@@ -61,7 +69,8 @@ pub enum BuildError {
 /// One enabled model entry with its adapter.
 #[derive(Debug)]
 struct Deployment {
-    entry: ModelEntry,
+    /// Shared with the books of streams still open, which price their usage.
+    entry: Arc<ModelEntry>,
     provider: Arc<dyn Provider>,
     /// Round robin over the entry's provider keys. Shared by all requests;
     /// an atomic so concurrent requests spread over the keys without a lock.
@@ -86,6 +95,45 @@ pub struct Router {
     groups: HashMap<String, Group>,
     models_json: Bytes,
     model_json: HashMap<String, Bytes>,
+    services: Services,
+    default_output_tokens: u64,
+    /// Makes request ids unique across restarts: the start time, in hex.
+    request_id_prefix: String,
+    /// Numbers the requests of this process.
+    next_request: AtomicU64,
+}
+
+/// What the engine uses besides providers: limits, the ledger, token
+/// counting. [`Services::default`] is a router without limits or ledger.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub limiter: Arc<dyn Limiter>,
+    pub usage: Arc<dyn UsageSink>,
+    /// Answers `/v1/usage`; `None` when there is no ledger.
+    pub store: Option<Arc<dyn UsageStore>>,
+    pub counter: Arc<dyn TokenCounter>,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            limiter: Arc::new(NoLimits),
+            usage: Arc::new(NoLedger),
+            store: None,
+            counter: Arc::new(ByteCounter),
+        }
+    }
+}
+
+/// The end of a chat request, as router-http needs it.
+#[derive(Debug)]
+pub struct ChatOutcome {
+    /// Unique per request; also in the usage record.
+    pub request_id: String,
+    /// The tightest request and token limits after admission (empty when no
+    /// limit applies or the request was refused before admission).
+    pub rate: RateInfo,
+    pub result: Result<ChatResponse, ChatError>,
 }
 
 impl Router {
@@ -94,6 +142,15 @@ impl Router {
     pub fn new(
         config: &Config,
         provider_for: &dyn Fn(&ModelEntry) -> BuildResult,
+    ) -> Result<Self, BuildError> {
+        Self::with_services(config, provider_for, Services::default())
+    }
+
+    /// Builds the engine with limits, a ledger and a token counter.
+    pub fn with_services(
+        config: &Config,
+        provider_for: &dyn Fn(&ModelEntry) -> BuildResult,
+        services: Services,
     ) -> Result<Self, BuildError> {
         let mut deployments = Vec::new();
         let mut groups: HashMap<String, Group> = HashMap::new();
@@ -113,7 +170,7 @@ impl Router {
                 .deployments
                 .push(deployments.len());
             deployments.push(Deployment {
-                entry: entry.clone(),
+                entry: Arc::new(entry.clone()),
                 provider,
                 next_key: AtomicUsize::new(0),
             });
@@ -134,12 +191,17 @@ impl Router {
             object: "list",
         })?);
 
+        let started = OffsetDateTime::now_utc().unix_timestamp_nanos();
         Ok(Self {
             keys: KeyStore::new(&config.api_keys),
             deployments,
             groups,
             models_json,
             model_json,
+            services,
+            default_output_tokens: config.limits.default_output_tokens.get(),
+            request_id_prefix: format!("req_{:x}", started / 1_000_000),
+            next_request: AtomicU64::new(0),
         })
     }
 
@@ -168,9 +230,57 @@ impl Router {
         })
     }
 
-    /// `POST /v1/chat/completions` with a raw body.
-    pub async fn chat(&self, _client: &ClientKey, body: &[u8]) -> Result<ChatResponse, ChatError> {
+    /// `POST /v1/chat/completions` with a raw body. Whatever happens, the
+    /// request leaves exactly one usage record and settles every permit.
+    pub async fn chat(&self, client: &ClientKey, body: &[u8]) -> ChatOutcome {
+        let started = Instant::now();
+        let number = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let request_id = format!("{}-{number}", self.request_id_prefix);
+        let mut books = Books::new(
+            Arc::clone(&self.services.usage),
+            Arc::clone(&self.services.counter),
+            ledger_key_id(client),
+            &client.name,
+            &request_id,
+            started,
+        );
+        let result = self.dispatch(client, body, &mut books).await;
+        let rate = books.rate();
+        let result = match result {
+            Ok(Answer::Complete(mut completion)) => {
+                books.close_completion(&mut completion.0);
+                Ok(ChatResponse::Complete(completion))
+            }
+            Ok(Answer::Stream(stream)) => Ok(ChatResponse::Stream(books.account_stream(stream))),
+            Err(error) => {
+                let (outcome, refused_by) = match &error {
+                    ChatError::InvalidBody { .. }
+                    | ChatError::InvalidField { .. }
+                    | ChatError::ModelNotFound { .. } => (Outcome::Invalid, None),
+                    ChatError::Refused { refusal } => (Outcome::Refused, Some(refusal.name)),
+                    ChatError::Upstream { .. } | ChatError::AllFailed { .. } => {
+                        (Outcome::UpstreamFailed, None)
+                    }
+                };
+                books.close_failure(outcome, &error, refused_by);
+                Err(error)
+            }
+        };
+        ChatOutcome {
+            request_id,
+            rate,
+            result,
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        client: &ClientKey,
+        body: &[u8],
+        books: &mut Books,
+    ) -> Result<Answer, ChatError> {
         let mut request = request::parse(body)?;
+        books.set_request(&request.model, request.stream);
         // The seed's OpenRouter-style `provider` preference: removed when it is
         // a string, an object or an array; like the seed, it filters nothing.
         if matches!(
@@ -189,23 +299,65 @@ impl Router {
         let start = group.next.fetch_add(1, Ordering::Relaxed);
         let mut attempts = 0;
         let mut last_error = None;
+        // The refusal to report if no candidate has room: the one that
+        // clears soonest, preferring one that can clear at all.
+        let mut refused: Option<Refusal> = None;
         for offset in 0..entries {
             let deployment = &self.deployments[group.deployments[(start + offset) % entries]];
-            let keys = &deployment.entry.provider_api_keys;
+            let entry = &deployment.entry;
+            let keys = &entry.provider_api_keys;
             let key_start = deployment.next_key.fetch_add(1, Ordering::Relaxed);
+            let prompt = estimate::prompt_tokens(&*self.services.counter, entry, &request.body);
+            let output =
+                estimate::output_reservation(&request.body, entry, self.default_output_tokens);
+            let worst_cost = Tokens {
+                prompt,
+                completion: output,
+                cached: 0,
+                reasoning: 0,
+            }
+            .cost(entry);
             for key_offset in 0..keys.len().max(1) {
-                let api_key =
-                    (!keys.is_empty()).then(|| keys[(key_start + key_offset) % keys.len()].clone());
+                let key_index = (!keys.is_empty()).then(|| (key_start + key_offset) % keys.len());
+                let demand = Demand {
+                    // The client is charged once per request, on its first admission.
+                    key: (!books.has_key_permit()).then_some(&**client),
+                    entry,
+                    provider_key: key_index,
+                    tokens: prompt + output,
+                    cost_usd: worst_cost,
+                };
+                let permit = match self.services.limiter.admit(&demand) {
+                    Ok(permit) => permit,
+                    // The client's own limit: no other entry changes that.
+                    Err(refusal) if refusal.name.scope == Scope::Key => {
+                        return Err(ChatError::Refused { refusal })
+                    }
+                    // This entry or key is out of quota: try the next one.
+                    Err(refusal) => {
+                        refused = Some(match refused {
+                            Some(previous) if sooner(&previous, &refusal) => previous,
+                            _ => refusal,
+                        });
+                        continue;
+                    }
+                };
+                books.begin_attempt(entry, key_index, permit, prompt);
+                let api_key = key_index.map(|index| keys[index].clone());
                 attempts += 1;
                 match self.attempt(deployment, &request, api_key).await {
-                    Ok(response) => return Ok(response),
-                    Err(error) if !error.is_retryable() => {
-                        return Err(ChatError::Upstream { source: error })
+                    Ok(answer) => {
+                        books.upstream_answered();
+                        return Ok(answer);
                     }
                     Err(error) => {
+                        books.fail_attempt();
+                        if !error.is_retryable() {
+                            return Err(ChatError::Upstream { source: error });
+                        }
                         tracing::warn!(
                             model = %request.model,
-                            entry = deployment.entry.index,
+                            entry = entry.index,
                             attempt = attempts,
                             %error,
                             "upstream attempt failed"
@@ -215,14 +367,34 @@ impl Router {
                 }
             }
         }
-        match last_error {
-            Some(source) if attempts == 1 => Err(ChatError::Upstream { source }),
-            Some(last) => Err(ChatError::AllFailed { attempts, last }),
-            // Groups are never empty, so at least one attempt was made.
-            None => Err(ChatError::ModelNotFound {
+        match (last_error, refused) {
+            (Some(source), _) if attempts == 1 => Err(ChatError::Upstream { source }),
+            (Some(last), _) => Err(ChatError::AllFailed { attempts, last }),
+            (None, Some(refusal)) => Err(ChatError::Refused { refusal }),
+            // Groups are never empty, so a candidate was either tried or refused.
+            (None, None) => Err(ChatError::ModelNotFound {
                 model: request.model,
             }),
         }
+    }
+
+    /// `GET /v1/usage`: the asking key's usage today and this month, its
+    /// limits with what remains, and the rows the request asked for. Admin
+    /// keys may ask about any key, or all of them.
+    pub async fn usage(
+        &self,
+        asker: &ClientKey,
+        request: UsageRequest,
+    ) -> Result<UsageReport, UsageError> {
+        report::usage(self, asker, request).await
+    }
+
+    pub(crate) fn services(&self) -> &Services {
+        &self.services
+    }
+
+    pub(crate) fn key_by_ledger_id(&self, id: u64) -> Option<&ClientKeyConfig> {
+        self.keys.iter().find(|key| ledger_key_id(key) == id)
     }
 
     /// One try against one entry and one provider key. An `Err` means nothing
@@ -232,7 +404,7 @@ impl Router {
         deployment: &Deployment,
         request: &ChatRequest,
         api_key: Option<Secret>,
-    ) -> Result<ChatResponse, ProviderError> {
+    ) -> Result<Answer, ProviderError> {
         let entry = &deployment.entry;
         let upstream_streams = request.stream || entry.stream_only;
         let body = upstream_body(entry, &request.body, upstream_streams);
@@ -260,7 +432,7 @@ impl Router {
                 })
             });
             let stream = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
-            return Ok(ChatResponse::Stream(Box::pin(stream)));
+            return Ok(Answer::Stream(Box::pin(stream)));
         }
 
         let mut completion = if entry.stream_only {
@@ -284,8 +456,37 @@ impl Router {
             deployment.provider.complete(provider_request).await?
         };
         rewriter.completion(&mut completion.0);
-        Ok(ChatResponse::Complete(completion))
+        Ok(Answer::Complete(completion))
     }
+}
+
+/// What a successful attempt produced, before the books are attached.
+enum Answer {
+    Complete(Completion),
+    Stream(ChunkStream),
+}
+
+/// Whether `a` should be reported rather than `b`: a refusal that can clear
+/// beats one that never will, then the one that clears sooner.
+fn sooner(a: &Refusal, b: &Refusal) -> bool {
+    match (a.never_fits, b.never_fits) {
+        (false, true) => true,
+        (true, false) => false,
+        _ => a.retry_after <= b.retry_after,
+    }
+}
+
+/// The id a client key is recorded under: its configured `id`, or, for keys
+/// without one, a stable id derived from the key's digest (with the top bit
+/// set, so it never meets a configured id).
+pub fn ledger_key_id(key: &ClientKeyConfig) -> u64 {
+    if key.id != 0 {
+        return key.id;
+    }
+    let digest = sha2::Sha256::digest(key.key.expose().as_bytes());
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(bytes) | (1 << 63)
 }
 
 /// The body sent upstream for one attempt. Each attempt starts from the

@@ -8,6 +8,7 @@
 //! It deliberately does not own sockets, HTTP (no hyper, no status codes),
 //! rate-limiter implementations (no governor) or any concrete provider.
 
+mod accounting;
 mod aggregate;
 mod auth;
 mod catalog;
@@ -17,15 +18,19 @@ pub mod error;
 pub mod estimate;
 pub mod limits;
 pub mod provider;
+mod report;
 pub mod request;
 pub mod secret;
 mod thinking;
 pub mod usage;
 
 pub use config::Config;
-pub use engine::{BuildError, ChatResponse, ClientKey, Router};
-pub use error::{AuthError, ChatError};
+pub use engine::{
+    ledger_key_id, BuildError, ChatOutcome, ChatResponse, ClientKey, Router, Services,
+};
+pub use error::{AuthError, ChatError, UsageError};
 pub use provider::{
     Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError, ProviderRequest,
 };
+pub use report::{UsageReport, UsageRequest};
 pub use secret::Secret;

@@ -127,6 +127,39 @@ pub struct RateInfo {
     pub tokens: Option<Headroom>,
 }
 
+impl Headroom {
+    /// What is left, as a share of the limit.
+    fn share_left(&self) -> f64 {
+        if self.limit == 0 {
+            0.0
+        } else {
+            self.remaining as f64 / self.limit as f64
+        }
+    }
+}
+
+impl RateInfo {
+    /// For each measure, the limit with the smaller share left.
+    pub fn tightest(self, other: RateInfo) -> RateInfo {
+        RateInfo {
+            requests: tighter(self.requests, other.requests),
+            tokens: tighter(self.tokens, other.tokens),
+        }
+    }
+}
+
+fn tighter(a: Option<Headroom>, b: Option<Headroom>) -> Option<Headroom> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if b.share_left() < a.share_left() {
+            b
+        } else {
+            a
+        }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
 /// Why a demand was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{name} limit of {limit} reached")]

@@ -179,6 +179,7 @@ impl Harness {
         self.router
             .chat(&self.key, &serde_json::to_vec(&body).unwrap())
             .await
+            .result
     }
 
     async fn complete(&self, body: Value) -> Value {
@@ -443,6 +444,7 @@ async fn an_error_after_the_first_chunk_reaches_the_client_in_the_stream() {
     let ChatResponse::Stream(stream) = router
         .chat(&key, &serde_json::to_vec(&body).unwrap())
         .await
+        .result
         .unwrap()
     else {
         panic!("expected a stream")
@@ -474,7 +476,7 @@ async fn stream_only_entries_aggregate_tool_calls_for_plain_requests() {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
                 {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
                 "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}})
+            "usage": {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10, "cost": 0.0}})
     );
     let call = h.calls().remove(0);
     assert!(call.stream);

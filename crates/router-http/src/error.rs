@@ -122,6 +122,25 @@ impl ApiError {
                 "model_not_found",
                 error.to_string(),
             ),
+            ChatError::Refused { refusal } if refusal.never_fits => Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "request_too_large",
+                error.to_string(),
+            ),
+            ChatError::Refused { refusal } => Self {
+                retry_after: Some(refusal.retry_after),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    RATE_LIMIT,
+                    if refusal.is_quota() {
+                        "insufficient_quota"
+                    } else {
+                        "rate_limit_exceeded"
+                    },
+                    error.to_string(),
+                )
+            },
             ChatError::Upstream { source } => Self::from_provider(source),
             ChatError::AllFailed { last, .. } => Self {
                 retry_after: retry_after_of(last),

@@ -36,6 +36,8 @@ const ALLOW_METHODS: HeaderValue = HeaderValue::from_static("POST, OPTIONS, GET,
 
 const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+/// The request's id, as the usage ledger records it.
+const X_REQUEST_ID: &str = "x-request-id";
 /// Tells nginx-style proxies not to buffer the stream.
 const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
 
@@ -173,14 +175,19 @@ impl Handler {
             Err(error) => return fail(ApiError::unreadable_body(&error), &error),
         };
 
-        match self.router.chat(&client, &body).await {
+        let outcome = self.router.chat(&client, &body).await;
+        let mut response = match outcome.result {
             Ok(ChatResponse::Complete(completion)) => match serde_json::to_vec(&completion.0) {
                 Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes)),
                 Err(error) => fail(ApiError::encoding_failed(&error), &error),
             },
             Ok(ChatResponse::Stream(chunks)) => self.event_stream(chunks),
             Err(error) => fail(ApiError::from_chat(&error), &error),
+        };
+        if let Ok(id) = HeaderValue::from_str(&outcome.request_id) {
+            response.headers_mut().insert(X_REQUEST_ID, id);
         }
+        response
     }
 
     fn event_stream(&self, chunks: ChunkStream) -> Response<ResponseBody> {

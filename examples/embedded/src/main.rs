@@ -51,14 +51,14 @@ async fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
 
     let key = router.authenticate(Some(b"Bearer sk-embedded"))?;
     let body = br#"{"model":"shout","messages":[{"role":"user","content":"embedded and fast"}]}"#;
-    if let ChatResponse::Complete(answer) = router.chat(&key, body).await? {
+    if let ChatResponse::Complete(answer) = router.chat(&key, body).await.result? {
         let content = &answer.0["choices"][0]["message"]["content"];
         lines.push(format!("complete: {content}"));
     }
 
     let body =
         br#"{"model":"mock-gpt","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
-    if let ChatResponse::Stream(mut stream) = router.chat(&key, body).await? {
+    if let ChatResponse::Stream(mut stream) = router.chat(&key, body).await.result? {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             if let Some(content) = chunk.0["choices"]
