@@ -5,6 +5,12 @@
 //! `UsageStore`, `TokenCounter`). It is the only crate that names `governor`
 //! (its clocks) and `rusqlite`. It knows nothing of HTTP.
 
+pub mod store;
+pub mod tokens;
+
+pub use store::{SqliteStore, StoreError};
+pub use tokens::TiktokenCounter;
+
 use std::fmt;
 
 /// The value of one calendar-window counter (a day quota or a budget), as

@@ -1,0 +1,196 @@
+//! What the ledger answers: aggregates for `/v1/usage`, the raw rows, the
+//! counters to restore. Every function takes a read connection.
+
+use router_core::usage::{GroupBy, Tokens, UsageQuery, UsageRecord, UsageTotals};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, Row};
+use time::OffsetDateTime;
+
+use super::codec;
+use super::StoreError;
+use crate::CounterRow;
+
+fn read_error(source: rusqlite::Error) -> StoreError {
+    StoreError::Read { source }
+}
+
+/// Sums over the records in `[since, until)`, filtered and grouped as asked.
+///
+/// `requests` counts every record, whatever its outcome (refused, invalid
+/// and failed requests included): it is "requests made", and the outcome is
+/// in the rows for whoever wants to tell them apart. Tokens and cost are
+/// plain sums, which are zero for requests that never reached an upstream.
+///
+/// Ungrouped, the answer is always one row (all zeros over an empty range);
+/// grouped, one row per group present, in the group's natural order (key id,
+/// model name, day).
+pub(crate) fn totals(
+    connection: &Connection,
+    query: &UsageQuery,
+) -> Result<Vec<UsageTotals>, StoreError> {
+    let group_column = match query.group_by {
+        GroupBy::Nothing => None,
+        GroupBy::Key => Some("key_id"),
+        GroupBy::Model => Some("model"),
+        GroupBy::Day => Some("day"),
+    };
+    let mut sql = String::from(
+        "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
+         COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), \
+         COALESCE(SUM(cost_usd), 0.0)",
+    );
+    if let Some(column) = group_column {
+        sql.push_str(", ");
+        sql.push_str(column);
+    }
+    sql.push_str(" FROM usage WHERE time >= ?1 AND time < ?2");
+    let mut arguments = vec![
+        Value::Text(codec::time_text(query.since)),
+        Value::Text(codec::time_text(query.until)),
+    ];
+    if let Some(key_id) = query.key_id {
+        arguments.push(Value::Integer(codec::id_to_sql(key_id)));
+        sql.push_str(&format!(" AND key_id = ?{}", arguments.len()));
+    }
+    if let Some(model) = &query.model {
+        arguments.push(Value::Text(model.clone()));
+        sql.push_str(&format!(" AND model = ?{}", arguments.len()));
+    }
+    if let Some(column) = group_column {
+        sql.push_str(&format!(" GROUP BY {column} ORDER BY {column}"));
+    }
+    let mut statement = connection.prepare(&sql).map_err(read_error)?;
+    let mut rows = statement
+        .query(params_from_iter(arguments))
+        .map_err(read_error)?;
+    let mut answer = Vec::new();
+    while let Some(row) = rows.next().map_err(read_error)? {
+        let group = match query.group_by {
+            GroupBy::Nothing => None,
+            GroupBy::Key => {
+                let key_id: i64 = row.get(6).map_err(read_error)?;
+                Some(codec::id_from_sql(key_id).to_string())
+            }
+            GroupBy::Model | GroupBy::Day => Some(row.get::<_, String>(6).map_err(read_error)?),
+        };
+        answer.push(UsageTotals {
+            group,
+            requests: count(row, 0, "requests")?,
+            tokens: Tokens {
+                prompt: count(row, 1, "prompt_tokens")?,
+                completion: count(row, 2, "completion_tokens")?,
+                cached: count(row, 3, "cached_tokens")?,
+                reasoning: count(row, 4, "reasoning_tokens")?,
+            },
+            cost_usd: row.get(5).map_err(read_error)?,
+        });
+    }
+    if query.group_by == GroupBy::Key {
+        // SQLite orders the stored i64s; ids above i64::MAX would come first.
+        answer.sort_by_key(|totals| {
+            totals
+                .group
+                .as_deref()
+                .and_then(|id| id.parse::<u64>().ok())
+        });
+    }
+    Ok(answer)
+}
+
+fn count(row: &Row<'_>, index: usize, column: &'static str) -> Result<u64, StoreError> {
+    codec::count_from_sql(column, row.get(index).map_err(read_error)?)
+}
+
+/// The records in `[since, until)`, in the order they were written.
+pub(crate) fn records(
+    connection: &Connection,
+    since: OffsetDateTime,
+    until: OffsetDateTime,
+) -> Result<Vec<UsageRecord>, StoreError> {
+    let mut statement = connection
+        .prepare(
+            "SELECT time, request_id, key_id, key_name, model, entry_index, entry_id, \
+             provider_key_index, prompt_tokens, completion_tokens, cached_tokens, \
+             reasoning_tokens, cost_usd, outcome, error, latency_ms, upstream_latency_ms, \
+             refused_by, source, stream FROM usage WHERE time >= ?1 AND time < ?2 ORDER BY id",
+        )
+        .map_err(read_error)?;
+    let mut rows = statement
+        .query(params![codec::time_text(since), codec::time_text(until)])
+        .map_err(read_error)?;
+    let mut answer = Vec::new();
+    while let Some(row) = rows.next().map_err(read_error)? {
+        answer.push(record(row)?);
+    }
+    Ok(answer)
+}
+
+fn record(row: &Row<'_>) -> Result<UsageRecord, StoreError> {
+    let text = |index: usize| row.get::<_, String>(index).map_err(read_error);
+    let optional_text = |index: usize| row.get::<_, Option<String>>(index).map_err(read_error);
+    let integer = |index: usize| row.get::<_, i64>(index).map_err(read_error);
+    let optional_integer = |index: usize| row.get::<_, Option<i64>>(index).map_err(read_error);
+    Ok(UsageRecord {
+        time: codec::parse_time(&text(0)?)?,
+        request_id: text(1)?,
+        key_id: codec::id_from_sql(integer(2)?),
+        key_name: text(3)?,
+        model: text(4)?,
+        entry_index: codec::index_from_sql("entry_index", optional_integer(5)?)?,
+        entry_id: optional_integer(6)?.map(codec::id_from_sql),
+        provider_key_index: codec::index_from_sql("provider_key_index", optional_integer(7)?)?,
+        tokens: Tokens {
+            prompt: codec::count_from_sql("prompt_tokens", integer(8)?)?,
+            completion: codec::count_from_sql("completion_tokens", integer(9)?)?,
+            cached: codec::count_from_sql("cached_tokens", integer(10)?)?,
+            reasoning: codec::count_from_sql("reasoning_tokens", integer(11)?)?,
+        },
+        cost_usd: row.get(12).map_err(read_error)?,
+        outcome: codec::parse_outcome(&text(13)?)?,
+        error: optional_text(14)?,
+        latency: codec::duration_from_millis("latency_ms", row.get(15).map_err(read_error)?)?,
+        upstream_latency: row
+            .get::<_, Option<f64>>(16)
+            .map_err(read_error)?
+            .map(|milliseconds| codec::duration_from_millis("upstream_latency_ms", milliseconds))
+            .transpose()?,
+        refused_by: optional_text(17)?
+            .map(|text| codec::parse_limit(&text))
+            .transpose()?,
+        source: codec::parse_source(&text(18)?)?,
+        stream: row.get(19).map_err(read_error)?,
+    })
+}
+
+/// The counters of the UTC day and month `now` falls in.
+pub(crate) fn current_counters(
+    connection: &Connection,
+    now: OffsetDateTime,
+) -> Result<Vec<CounterRow>, StoreError> {
+    let mut statement = connection
+        .prepare(
+            "SELECT \"limit\", period, value FROM counters WHERE period IN (?1, ?2) \
+             ORDER BY \"limit\", period",
+        )
+        .map_err(read_error)?;
+    let mut rows = statement
+        .query(params![codec::day_period(now), codec::month_period(now)])
+        .map_err(read_error)?;
+    let mut answer = Vec::new();
+    while let Some(row) = rows.next().map_err(read_error)? {
+        answer.push(CounterRow {
+            limit: row.get(0).map_err(read_error)?,
+            period: row.get(1).map_err(read_error)?,
+            value: count(row, 2, "value")?,
+        });
+    }
+    Ok(answer)
+}
+
+/// Rows in the `usage` table.
+pub(crate) fn usage_rows(connection: &Connection) -> Result<u64, StoreError> {
+    let rows: i64 = connection
+        .query_row("SELECT COUNT(*) FROM usage", [], |row| row.get(0))
+        .map_err(read_error)?;
+    codec::count_from_sql("COUNT(*)", rows)
+}
