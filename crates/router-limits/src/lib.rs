@@ -5,9 +5,11 @@
 //! `UsageStore`, `TokenCounter`). It is the only crate that names `governor`
 //! (its clocks) and `rusqlite`. It knows nothing of HTTP.
 
+pub mod limiter;
 pub mod store;
 pub mod tokens;
 
+pub use limiter::{Clock, ManualClock, MemoryLimiter, SystemClock};
 pub use store::{SqliteStore, StoreError};
 pub use tokens::TiktokenCounter;
 
