@@ -15,13 +15,19 @@ use router_core::{Chunk, ChunkStream};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::ApiError;
+use crate::metrics::InFlight;
 
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 const KEEPALIVE_COMMENT: &[u8] = b": keepalive\n\n";
 
 /// The body of every response the router sends.
 #[derive(Debug)]
-pub struct ResponseBody(Kind);
+pub struct ResponseBody {
+    kind: Kind,
+    /// Counts the request as in flight until the body has sent its last
+    /// frame or is dropped (client gone, connection cut off).
+    in_flight: Option<InFlight>,
+}
 
 #[derive(Debug)]
 enum Kind {
@@ -31,17 +37,31 @@ enum Kind {
 }
 
 impl ResponseBody {
+    fn of(kind: Kind) -> Self {
+        Self {
+            kind,
+            in_flight: None,
+        }
+    }
+
     pub fn full(bytes: Bytes) -> Self {
-        Self(Kind::Full(Some(bytes).filter(|bytes| !bytes.is_empty())))
+        Self::of(Kind::Full(Some(bytes).filter(|bytes| !bytes.is_empty())))
     }
 
     pub fn empty() -> Self {
-        Self(Kind::Full(None))
+        Self::of(Kind::Full(None))
     }
 
     /// Relays `chunks` as server-sent events (see [`SseBody`]).
     pub fn sse(chunks: ChunkStream, keepalive_every: Duration) -> Self {
-        Self(Kind::Sse(SseBody::new(chunks, keepalive_every)))
+        Self::of(Kind::Sse(SseBody::new(chunks, keepalive_every)))
+    }
+
+    /// Keeps `in_flight` until the body ends or is dropped.
+    pub(crate) fn hold(&mut self, in_flight: InFlight) {
+        if !self.is_end_stream() {
+            self.in_flight = Some(in_flight);
+        }
     }
 }
 
@@ -53,21 +73,28 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match &mut self.get_mut().0 {
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             Kind::Sse(sse) => Pin::new(sse).poll_frame(cx),
+        };
+        // The last frame is on its way: the request is no longer in flight,
+        // even if hyper keeps the body a while longer.
+        if this.is_end_stream() {
+            this.in_flight = None;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.0 {
+        match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Sse(sse) => sse.chunks.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.kind {
             // An exact hint lets hyper send Content-Length instead of chunking.
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Sse(_) => SizeHint::default(),

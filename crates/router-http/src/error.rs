@@ -10,17 +10,26 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Response, StatusCode};
+use router_core::limits::{Measure, Refusal};
 use router_core::provider::ErrorKind;
-use router_core::{AuthError, ChatError, ProviderError};
+use router_core::{AuthError, ChatError, ProviderError, UsageError};
 use serde::Serialize;
 
 use crate::body::ResponseBody;
+use crate::ratelimit::go_duration;
 
 pub(crate) const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 const INVALID_REQUEST: &str = "invalid_request_error";
 const SERVER_ERROR: &str = "server_error";
 const RATE_LIMIT: &str = "rate_limit_error";
+/// OpenAI's type (and code) for "you are out of quota": a day quota or a
+/// budget, which no retry loop outlasts.
+const INSUFFICIENT_QUOTA: &str = "insufficient_quota";
+
+/// OpenAI's SDKs obey this over their own retry rules: `false` stops them
+/// retrying a 429 that will not clear for hours.
+const X_SHOULD_RETRY: &str = "x-should-retry";
 
 /// An error as the client will see it: status, OpenAI error fields and the
 /// headers that go with them.
@@ -35,6 +44,8 @@ pub struct ApiError {
     retry_after: Option<Duration>,
     /// Sent as `Allow` with a 405.
     allow: Option<&'static str>,
+    /// Sent as `x-should-retry: false` when retrying cannot help soon.
+    no_retry: bool,
     /// Whether the client's own credentials were refused (adds
     /// `WWW-Authenticate: Bearer`); an upstream refusing *our* key is not that.
     challenge: bool,
@@ -70,6 +81,7 @@ impl ApiError {
             code: Some(code),
             retry_after: None,
             allow: None,
+            no_retry: false,
             challenge: false,
         }
     }
@@ -122,25 +134,7 @@ impl ApiError {
                 "model_not_found",
                 error.to_string(),
             ),
-            ChatError::Refused { refusal } if refusal.never_fits => Self::new(
-                StatusCode::BAD_REQUEST,
-                INVALID_REQUEST,
-                "request_too_large",
-                error.to_string(),
-            ),
-            ChatError::Refused { refusal } => Self {
-                retry_after: Some(refusal.retry_after),
-                ..Self::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    RATE_LIMIT,
-                    if refusal.is_quota() {
-                        "insufficient_quota"
-                    } else {
-                        "rate_limit_exceeded"
-                    },
-                    error.to_string(),
-                )
-            },
+            ChatError::Refused { refusal } => Self::from_refusal(refusal),
             ChatError::Upstream { source } => Self::from_provider(source),
             ChatError::AllFailed { last, .. } => Self {
                 retry_after: retry_after_of(last),
@@ -151,6 +145,121 @@ impl ApiError {
                     format!("All providers failed: {last}"),
                 )
             },
+        }
+    }
+
+    /// A limit said no. Three cases a client must tell apart:
+    ///
+    /// - the request can never fit (it alone exceeds the whole limit): 400
+    ///   `request_too_large`, since waiting will not help;
+    /// - a day quota or a budget: 429 `insufficient_quota` with
+    ///   `x-should-retry: false` (it clears at midnight or next month, far
+    ///   beyond any client's retry loop);
+    /// - a smooth second/minute/hour limit: 429 `rate_limit_exceeded`.
+    ///
+    /// The message names the limit as the config does (`key rpm`) and is
+    /// written here rather than taken from `ChatError`'s Display so it can
+    /// show budgets in dollars and the wait in the format of the headers.
+    fn from_refusal(refusal: &Refusal) -> Self {
+        let limit = amount(refusal.name.measure, refusal.limit);
+        if refusal.never_fits {
+            return Self {
+                no_retry: true,
+                ..Self::new(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    "request_too_large",
+                    format!(
+                        "This request needs more than the whole {} limit ({limit}); \
+                         reduce max_tokens or the prompt.",
+                        refusal.name
+                    ),
+                )
+            };
+        }
+        let retry_after = retry_after_seconds(refusal.retry_after);
+        let wait = go_duration(Duration::from_secs(retry_after));
+        if refusal.is_quota() {
+            let what = if refusal.name.measure == Measure::Cost {
+                "Budget exhausted"
+            } else {
+                "Quota exceeded"
+            };
+            return Self {
+                retry_after: Some(refusal.retry_after),
+                no_retry: true,
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    INSUFFICIENT_QUOTA,
+                    INSUFFICIENT_QUOTA,
+                    format!(
+                        "{what} for {} (limit: {limit}); it resets in {wait}.",
+                        refusal.name
+                    ),
+                )
+            };
+        }
+        Self {
+            retry_after: Some(refusal.retry_after),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                RATE_LIMIT,
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for {} (limit: {limit}, remaining: {}). \
+                     Please try again in {wait}.",
+                    refusal.name, refusal.remaining,
+                ),
+            )
+        }
+    }
+
+    /// `/v1/usage` could not answer. A ledger failure is ours, not the
+    /// client's: its detail (file paths, driver errors) goes to the log only.
+    pub fn from_usage(error: &UsageError) -> Self {
+        match error {
+            // OpenAI answers permission problems with 403 and its generic
+            // `invalid_request_error` type (it has no `permission_error`),
+            // so clients need no new case.
+            UsageError::Forbidden => Self::new(
+                StatusCode::FORBIDDEN,
+                INVALID_REQUEST,
+                "forbidden",
+                "This key may only read its own usage; ask with an admin key.".to_owned(),
+            ),
+            UsageError::Ledger(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER_ERROR,
+                "ledger_unavailable",
+                "The usage ledger is unavailable; try again later.".to_owned(),
+            ),
+        }
+    }
+
+    /// A query parameter has a value the endpoint cannot use.
+    pub fn invalid_param(param: &str, message: String) -> Self {
+        Self {
+            param: Some(param.to_owned()),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "invalid_value",
+                message,
+            )
+        }
+    }
+
+    /// A query parameter the endpoint does not know (most likely a typo,
+    /// which silently ignored would answer a different question).
+    pub fn unknown_param(param: &str, known: &str) -> Self {
+        Self {
+            param: Some(param.to_owned()),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "unknown_parameter",
+                format!("Unknown query parameter `{param}`; known: {known}"),
+            )
         }
     }
 
@@ -262,14 +371,14 @@ impl ApiError {
         )
     }
 
-    /// A chunk the engine handed us could not be encoded: our bug, not the
-    /// client's or the upstream's.
+    /// A chunk or report the engine handed us could not be encoded: our
+    /// bug, not the client's or the upstream's.
     pub(crate) fn encoding_failed(detail: &dyn fmt::Display) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             SERVER_ERROR,
             "internal_error",
-            format!("could not encode a response chunk: {detail}"),
+            format!("could not encode the response: {detail}"),
         )
     }
 
@@ -319,6 +428,9 @@ impl ApiError {
         if let Some(after) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(after)));
         }
+        if self.no_retry {
+            headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
+        }
         response
     }
 
@@ -341,6 +453,25 @@ fn retry_after_of(error: &ProviderError) -> Option<Duration> {
     }
 }
 
+/// A limit's figure with its unit: budgets are kept in micro-USD and shown
+/// in dollars (cents when whole, else as many digits as it takes).
+fn amount(measure: Measure, value: u64) -> String {
+    match measure {
+        Measure::Requests => format!("{value} requests"),
+        Measure::Tokens => format!("{value} tokens"),
+        Measure::Cost => {
+            let dollars = value / 1_000_000;
+            let micros = value % 1_000_000;
+            if micros % 10_000 == 0 {
+                format!("${dollars}.{:02}", micros / 10_000)
+            } else {
+                let digits = format!("{micros:06}");
+                format!("${dollars}.{}", digits.trim_end_matches('0'))
+            }
+        }
+    }
+}
+
 /// `Retry-After` is whole seconds; round up and never say 0, which clients
 /// read as "retry immediately".
 fn retry_after_seconds(after: Duration) -> u64 {
@@ -351,6 +482,7 @@ fn retry_after_seconds(after: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use router_core::limits::{LimitName, Scope, Window};
     use serde_json::{json, Value};
 
     fn check(error: ApiError, status: u16, body: Value, headers: &[(&str, &str)]) {
@@ -366,12 +498,14 @@ mod tests {
                 "header {name}"
             );
         }
-        for name in [WWW_AUTHENTICATE, ALLOW, RETRY_AFTER] {
-            if !headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(name.as_str()))
-            {
-                assert!(response.headers().get(&name).is_none(), "unexpected {name}");
+        for name in [
+            WWW_AUTHENTICATE.as_str(),
+            ALLOW.as_str(),
+            RETRY_AFTER.as_str(),
+            X_SHOULD_RETRY,
+        ] {
+            if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                assert!(response.headers().get(name).is_none(), "unexpected {name}");
             }
         }
     }
@@ -684,6 +818,179 @@ mod tests {
                 SERVER_ERROR,
                 Value::Null,
                 "all_providers_failed",
+            ),
+            &[],
+        );
+    }
+
+    fn refused(
+        measure: Measure,
+        window: Window,
+        limit: u64,
+        retry_after: Duration,
+        never_fits: bool,
+    ) -> ApiError {
+        ApiError::from_chat(&ChatError::Refused {
+            refusal: Refusal {
+                name: LimitName {
+                    scope: Scope::Key,
+                    measure,
+                    window,
+                },
+                limit,
+                remaining: 0,
+                retry_after,
+                never_fits,
+            },
+        })
+    }
+
+    #[test]
+    fn refusals_say_which_limit_and_whether_to_retry() {
+        check(
+            refused(
+                Measure::Requests,
+                Window::Minute,
+                60,
+                Duration::from_millis(1200),
+                false,
+            ),
+            429,
+            body(
+                "Rate limit reached for key rpm (limit: 60 requests, remaining: 0). \
+                 Please try again in 2s.",
+                RATE_LIMIT,
+                Value::Null,
+                "rate_limit_exceeded",
+            ),
+            &[("retry-after", "2")],
+        );
+        check(
+            refused(
+                Measure::Tokens,
+                Window::Second,
+                100,
+                Duration::from_millis(10),
+                false,
+            ),
+            429,
+            body(
+                "Rate limit reached for key tps (limit: 100 tokens, remaining: 0). \
+                 Please try again in 1s.",
+                RATE_LIMIT,
+                Value::Null,
+                "rate_limit_exceeded",
+            ),
+            &[("retry-after", "1")],
+        );
+        check(
+            refused(
+                Measure::Requests,
+                Window::Day,
+                1000,
+                Duration::from_secs(5 * 3600 + 3 * 60),
+                false,
+            ),
+            429,
+            body(
+                "Quota exceeded for key rpd (limit: 1000 requests); it resets in 5h3m0s.",
+                INSUFFICIENT_QUOTA,
+                Value::Null,
+                "insufficient_quota",
+            ),
+            &[("retry-after", "18180"), ("x-should-retry", "false")],
+        );
+        check(
+            refused(
+                Measure::Cost,
+                Window::Month,
+                5_000_000,
+                Duration::from_secs(3600),
+                false,
+            ),
+            429,
+            body(
+                "Budget exhausted for key budget per month (limit: $5.00); it resets in 1h0m0s.",
+                INSUFFICIENT_QUOTA,
+                Value::Null,
+                "insufficient_quota",
+            ),
+            &[("retry-after", "3600"), ("x-should-retry", "false")],
+        );
+        check(
+            refused(
+                Measure::Tokens,
+                Window::Minute,
+                1000,
+                Duration::from_secs(60),
+                true,
+            ),
+            400,
+            body(
+                "This request needs more than the whole key tpm limit (1000 tokens); \
+                 reduce max_tokens or the prompt.",
+                INVALID_REQUEST,
+                Value::Null,
+                "request_too_large",
+            ),
+            &[("x-should-retry", "false")],
+        );
+    }
+
+    #[test]
+    fn budgets_are_shown_in_dollars() {
+        fn check(micros: u64, expected: &str) {
+            assert_eq!(amount(Measure::Cost, micros), expected, "{micros}");
+        }
+        check(0, "$0.00");
+        check(5_000_000, "$5.00");
+        check(12_340_000, "$12.34");
+        check(1_500, "$0.0015");
+        check(2_000_001, "$2.000001");
+    }
+
+    #[test]
+    fn usage_errors_and_bad_params() {
+        check(
+            ApiError::from_usage(&UsageError::Forbidden),
+            403,
+            body(
+                "This key may only read its own usage; ask with an admin key.",
+                INVALID_REQUEST,
+                Value::Null,
+                "forbidden",
+            ),
+            &[],
+        );
+        let ledger = ApiError::from_usage(&UsageError::Ledger(router_core::usage::LedgerError {
+            detail: "database is locked at /var/lib/router/usage.db".into(),
+        }));
+        assert!(!ledger.message().contains("/var/lib"));
+        check(
+            ledger,
+            503,
+            body(
+                "The usage ledger is unavailable; try again later.",
+                SERVER_ERROR,
+                Value::Null,
+                "ledger_unavailable",
+            ),
+            &[],
+        );
+        check(
+            ApiError::invalid_param("since", "bad date".into()),
+            400,
+            body("bad date", INVALID_REQUEST, json!("since"), "invalid_value"),
+            &[],
+        );
+        check(
+            ApiError::unknown_param("group", "model, group_by"),
+            400,
+            body(
+                "Unknown query parameter `group`; known: model, group_by",
+                INVALID_REQUEST,
+                json!("group"),
+                "unknown_parameter",
             ),
             &[],
         );

@@ -13,17 +13,20 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use router_core::{ChatResponse, ChunkStream, Router};
+use router_core::{ChatError, ChatResponse, ChunkStream, Router};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
 use crate::body::ResponseBody;
 use crate::error::{ApiError, APPLICATION_JSON};
-use crate::HttpConfig;
+use crate::metrics::Metrics;
+use crate::{query, ratelimit, HttpConfig};
 
 const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
+const USAGE_PATH: &str = "/v1/usage";
+const METRICS_PATH: &str = "/metrics";
 
 // The seed's CORS headers, sent on every response, verbatim.
 const ALLOW_ORIGIN: HeaderValue = HeaderValue::from_static("*");
@@ -35,6 +38,9 @@ const ALLOW_HEADERS: HeaderValue = HeaderValue::from_static(
 const ALLOW_METHODS: HeaderValue = HeaderValue::from_static("POST, OPTIONS, GET, PUT, DELETE");
 
 const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+/// What Prometheus asks for first; the exposition is OpenMetrics 1.0 text.
+const OPENMETRICS_TEXT: HeaderValue =
+    HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 /// The request's id, as the usage ledger records it.
 const X_REQUEST_ID: &str = "x-request-id";
@@ -54,6 +60,8 @@ enum Route<'a> {
     /// `/v1/models/{id}`; the id may itself contain `/` (`org/model`).
     Model(&'a str),
     ChatCompletions,
+    Usage,
+    Metrics,
 }
 
 impl<'a> Route<'a> {
@@ -62,6 +70,8 @@ impl<'a> Route<'a> {
             "/health" => Some(Self::Health),
             MODELS_PATH => Some(Self::Models),
             CHAT_COMPLETIONS_PATH => Some(Self::ChatCompletions),
+            USAGE_PATH => Some(Self::Usage),
+            METRICS_PATH => Some(Self::Metrics),
             _ => path
                 .strip_prefix("/v1/models/")
                 .filter(|id| !id.is_empty())
@@ -73,7 +83,23 @@ impl<'a> Route<'a> {
     fn allow(self) -> &'static str {
         match self {
             Self::ChatCompletions => "POST, OPTIONS",
-            Self::Health | Self::Models | Self::Model(_) => "GET, HEAD, OPTIONS",
+            Self::Health | Self::Models | Self::Model(_) | Self::Usage | Self::Metrics => {
+                "GET, HEAD, OPTIONS"
+            }
+        }
+    }
+
+    /// The `route` label of `http_requests_total`: one value per route,
+    /// never the path itself (model ids and unknown paths are the client's).
+    fn label(route: Option<Self>) -> &'static str {
+        match route {
+            Some(Self::Health) => "health",
+            Some(Self::Models) => "models",
+            Some(Self::Model(_)) => "model",
+            Some(Self::ChatCompletions) => "chat_completions",
+            Some(Self::Usage) => "usage",
+            Some(Self::Metrics) => "metrics",
+            None => "unknown",
         }
     }
 }
@@ -99,8 +125,22 @@ impl Handler {
         B: Body,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
+        let route = Route::find(request.uri().path());
+        let metrics = self.config.metrics.as_deref();
+        // Held across the await: a client that leaves before the answer
+        // drops this future, and the guard with it. A scrape is not load.
+        let in_flight = metrics
+            .filter(|_| route != Some(Route::Metrics))
+            .map(Metrics::start_request);
+        let label = Route::label(route);
         let mut response = self.route(request).await;
         add_cors(response.headers_mut());
+        if let Some(metrics) = metrics {
+            metrics.count_response(label, response.status());
+        }
+        if let Some(in_flight) = in_flight {
+            response.body_mut().hold(in_flight);
+        }
         response
     }
 
@@ -130,6 +170,17 @@ impl Handler {
                 }
             }
             Route::ChatCompletions if method == Method::POST => self.chat(request).await,
+            Route::Usage if readable => self.usage(&request).await,
+            Route::Metrics => match self.config.metrics.as_deref() {
+                // Without metrics the route does not exist.
+                None => refuse(ApiError::unknown_url(method, path), method, path),
+                Some(metrics) if readable => metrics_text(metrics),
+                Some(_) => refuse(
+                    ApiError::method_not_allowed(method, path, route.allow()),
+                    method,
+                    path,
+                ),
+            },
             _ => refuse(
                 ApiError::method_not_allowed(method, path, route.allow()),
                 method,
@@ -176,6 +227,11 @@ impl Handler {
         };
 
         let outcome = self.router.chat(&client, &body).await;
+        let refusal = match &outcome.result {
+            Err(ChatError::Refused { refusal }) => Some(refusal),
+            _ => None,
+        };
+        let rate = ratelimit::reported(outcome.rate, refusal);
         let mut response = match outcome.result {
             Ok(ChatResponse::Complete(completion)) => match serde_json::to_vec(&completion.0) {
                 Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes)),
@@ -184,10 +240,42 @@ impl Handler {
             Ok(ChatResponse::Stream(chunks)) => self.event_stream(chunks),
             Err(error) => fail(ApiError::from_chat(&error), &error),
         };
+        let headers = response.headers_mut();
         if let Ok(id) = HeaderValue::from_str(&outcome.request_id) {
-            response.headers_mut().insert(X_REQUEST_ID, id);
+            headers.insert(X_REQUEST_ID, id);
         }
+        ratelimit::insert_headers(headers, rate);
         response
+    }
+
+    /// `GET /v1/usage`: authenticated like a chat request; the engine
+    /// decides what the key may see.
+    async fn usage<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
+        let fail = |error: ApiError, cause: &dyn std::fmt::Display| {
+            error.log(request.method(), USAGE_PATH, cause);
+            error.into_response()
+        };
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let client = match self.router.authenticate(authorization) {
+            Ok(client) => client,
+            Err(error) => return fail(ApiError::from_auth(error), &error),
+        };
+        // Checked after authentication: strangers learn nothing, not even
+        // which parameters exist.
+        let question = match query::usage_request(request.uri().query()) {
+            Ok(question) => question,
+            Err(error) => return refuse(error, request.method(), USAGE_PATH),
+        };
+        match self.router.usage(&client, question).await {
+            Ok(report) => match serde_json::to_vec(&report) {
+                Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes)),
+                Err(error) => fail(ApiError::encoding_failed(&error), &error),
+            },
+            Err(error) => fail(ApiError::from_usage(&error), &error),
+        }
     }
 
     fn event_stream(&self, chunks: ChunkStream) -> Response<ResponseBody> {
@@ -242,9 +330,30 @@ fn health() -> Response<ResponseBody> {
     )
 }
 
-/// Decodes `%XX` escapes in a model id (clients may escape `/` or `:`).
-/// An invalid escape leaves the id as sent, which then simply matches nothing.
-fn percent_decode(raw: &str) -> Cow<'_, str> {
+/// `GET /metrics`. No authentication: like every Prometheus target it is
+/// meant for the operator's network, and it holds no secret (see
+/// [`Metrics`]). Always OpenMetrics text, which Prometheus asks for first.
+fn metrics_text(metrics: &Metrics) -> Response<ResponseBody> {
+    match metrics.encode() {
+        Ok(text) => {
+            let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, OPENMETRICS_TEXT);
+            response
+        }
+        Err(error) => refuse(
+            ApiError::encoding_failed(&error),
+            &Method::GET,
+            METRICS_PATH,
+        ),
+    }
+}
+
+/// Decodes `%XX` escapes in a model id or a query parameter (clients may
+/// escape `/`, `:` or `+`). An invalid escape leaves the text as sent, which
+/// then simply matches nothing.
+pub(crate) fn percent_decode(raw: &str) -> Cow<'_, str> {
     if !raw.contains('%') {
         return Cow::Borrowed(raw);
     }
@@ -291,6 +400,10 @@ mod tests {
             Some(Route::Model("openai/gpt-4o")),
         );
         check("/v1/chat/completions", Some(Route::ChatCompletions));
+        check("/v1/usage", Some(Route::Usage));
+        check("/metrics", Some(Route::Metrics));
+        check("/v1/usage/", None);
+        check("/metrics/", None);
         check("/v1/models/", None);
         check("/v1/chat/completions/", None);
         check("/health/", None);

@@ -7,25 +7,35 @@
 //! and OpenAI-shaped error bodies (`{"error":{"message","type","param","code"}}`),
 //! and where they are logged.
 //!
+//! It also serves `GET /metrics` from a [`Metrics`] the server creates and
+//! shares with the engine (as a usage sink) and with [`serve`] (through
+//! [`HttpConfig::with_metrics`]).
+//!
 //! It deliberately does not own providers, limiter implementations, routing
 //! decisions or request validation: those live in `router-core` (the engine
 //! and its ports) and in the crates that implement them. This crate depends on
 //! `router-core` alone, never on `router-providers` or `router-limits`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 mod body;
 mod error;
 mod handler;
+mod metrics;
+mod query;
+mod ratelimit;
 mod server;
 
 pub use body::ResponseBody;
 pub use error::ApiError;
 pub use handler::Handler;
+pub use metrics::Metrics;
 pub use server::{serve, ServeOutcome};
 
-/// What the HTTP layer needs to know, taken from the server config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the HTTP layer needs to know, taken from the server config, and the
+/// metrics it reports to.
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Largest request body accepted; larger ones get a 413.
     pub max_body_bytes: usize,
@@ -36,6 +46,11 @@ pub struct HttpConfig {
     /// connection, its first byte): bounds slowloris-style connection hoarding.
     /// It also closes HTTP/1.1 keep-alive connections idle for that long.
     pub header_read_timeout: Duration,
+    /// Served on `GET /metrics` and fed with HTTP-level figures (responses
+    /// by route and status, requests in flight). `None`: no `/metrics`
+    /// route. The engine's usage records reach the same `Metrics` through
+    /// its usage sink, which the server wires.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl HttpConfig {
@@ -47,6 +62,15 @@ impl HttpConfig {
             max_body_bytes: server.max_body_bytes,
             sse_keepalive: server.sse_keepalive,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            metrics: None,
+        }
+    }
+
+    /// The same config, serving and feeding `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
         }
     }
 }

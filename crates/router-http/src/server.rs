@@ -52,8 +52,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     shutdown_timeout: Duration,
 ) -> ServeOutcome {
-    let handler = Handler::new(router, config);
     let builder = Arc::new(connection_builder(&config));
+    let header_read_timeout = config.header_read_timeout;
+    let handler = Handler::new(router, config);
     let graceful = GracefulShutdown::new();
     // Connections still waiting for their first byte are not hyper connections
     // yet, so `graceful` cannot reach them; this tells them to give up.
@@ -76,7 +77,7 @@ pub async fn serve(
                         Arc::clone(&builder),
                         graceful.watcher(),
                         stopped.clone(),
-                        config.header_read_timeout,
+                        header_read_timeout,
                     ));
                 }
                 Err(error) => {

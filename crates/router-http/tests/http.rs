@@ -223,6 +223,7 @@ fn http_config() -> HttpConfig {
         max_body_bytes: 1024,
         sse_keepalive: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(10),
+        metrics: None,
     }
 }
 
