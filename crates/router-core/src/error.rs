@@ -52,16 +52,21 @@ pub enum ChatError {
 }
 
 fn refusal_message(refusal: &Refusal) -> String {
+    // Budgets are kept in micro-USD; people read dollars.
+    let limit = if refusal.name.measure == crate::limits::Measure::Cost {
+        format!("${:.2}", refusal.limit as f64 / 1_000_000.0)
+    } else {
+        refusal.limit.to_string()
+    };
     if refusal.never_fits {
         format!(
-            "This request needs more than the whole {} limit of {}; reduce max_tokens or the prompt",
-            refusal.name, refusal.limit
+            "This request needs more than the whole {} limit of {limit}; reduce max_tokens or the prompt",
+            refusal.name
         )
     } else {
         format!(
-            "Rate limit reached: {} limit of {}; retry after {} s",
+            "Rate limit reached: {} limit of {limit}; retry after {} s",
             refusal.name,
-            refusal.limit,
             refusal.retry_after.as_secs_f64().ceil().max(1.0)
         )
     }

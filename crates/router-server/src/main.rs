@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use router_core::config::{self, Config, ConfigError, ConfigErrors};
-use router_core::Router;
-use router_http::HttpConfig;
+use router_core::usage::FanOut;
+use router_core::{Router, Services};
+use router_http::{HttpConfig, Metrics};
+use router_limits::{MemoryLimiter, SqliteStore, SystemClock, TiktokenCounter};
 use router_providers::client::HttpClient;
 use router_providers::registry::Registry;
+use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -66,23 +69,75 @@ fn main() -> ExitCode {
         report_config_errors(&errors);
         return ExitCode::from(2);
     }
-    // Building the engine also builds every provider (URLs, clients).
-    let router = match Router::new(&config, &|entry| {
-        registry.build(entry).map_err(|error| error.to_string())
-    }) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // check-config builds the providers (URLs, clients) but opens no file:
+    // checking a config must not create its database.
+    let services = match command {
+        Command::CheckConfig => None,
+        Command::Serve => match open_services(&config) {
+            Ok(services) => Some(services),
+            Err(error) => {
+                report(&error);
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let router = match Router::with_services(
+        &config,
+        &|entry| registry.build(entry).map_err(|error| error.to_string()),
+        services
+            .as_ref()
+            .map(|(services, _)| services.clone())
+            .unwrap_or_default(),
+    ) {
         Ok(router) => router,
         Err(error) => {
             report(&format!("{}: {error}", config.source.display()));
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => {
+    match (command, services) {
+        (Command::Serve, Some((_, serving))) => serve(&config, router, serving),
+        _ => {
             say_config_ok(&config);
             ExitCode::SUCCESS
         }
-        Command::Serve => serve(&config, router),
     }
+}
+
+/// Opens the ledger, restores today's counters into the limiter, and loads
+/// the tokenizers the configured models need.
+fn open_services(config: &Config) -> Result<(Services, Serving), String> {
+    let store = SqliteStore::from_config(&config.limits).map_err(|error| {
+        format!(
+            "cannot open the usage database {}: {error}",
+            config.limits.database.display()
+        )
+    })?;
+    let store = Arc::new(store);
+    let restored = store
+        .load_counters(OffsetDateTime::now_utc())
+        .map_err(|error| format!("cannot read the day counters: {error}"))?;
+    let limiter = MemoryLimiter::new(config, SystemClock::new(), restored, store.clone());
+    let counter = TiktokenCounter::new();
+    counter.warm_up(config.models.iter().filter(|entry| entry.enabled));
+    let metrics = Arc::new(Metrics::new(
+        config.models.iter().map(|entry| entry.name.clone()),
+    ));
+    let services = Services {
+        limiter: Arc::new(limiter),
+        // Each record goes to the ledger and to the metrics.
+        usage: Arc::new(FanOut(vec![store.clone(), metrics.clone()])),
+        store: Some(store.clone()),
+        counter: Arc::new(counter),
+    };
+    Ok((services, Serving { store, metrics }))
+}
+
+/// What serving needs besides the engine.
+struct Serving {
+    store: Arc<SqliteStore>,
+    metrics: Arc<Metrics>,
 }
 
 fn init_logging() {
@@ -122,7 +177,7 @@ fn check_providers(config: &Config, registry: &Registry) -> Result<(), ConfigErr
     }
 }
 
-fn serve(config: &Config, router: Router) -> ExitCode {
+fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,11 +208,16 @@ fn serve(config: &Config, router: Router) -> ExitCode {
         let outcome = router_http::serve(
             listener,
             router,
-            HttpConfig::from_server_config(&config.server),
+            HttpConfig::from_server_config(&config.server).with_metrics(serving.metrics),
             shutdown_signal(),
             config.server.shutdown_timeout,
         )
         .await;
+        // Every connection is closed by now, so every request has handed its
+        // record over; write them all before exiting.
+        if let Err(error) = serving.store.flush().await {
+            tracing::error!(%error, "could not write the last usage records");
+        }
         if outcome.drained {
             tracing::info!("server exited properly");
             ExitCode::SUCCESS

@@ -33,9 +33,16 @@ api_keys:
     key: sk-router-dev-key
     name: dev
     is_active: true
+  - id: 2
+    key: sk-router-one-per-minute
+    name: limited
+    is_active: true
+    rpm: 1
 """
 
 CLIENT_KEY = "sk-router-dev-key"
+# A key allowed one request per minute, to meet the router's 429.
+LIMITED_KEY = "sk-router-one-per-minute"
 MODEL = "mock-gpt"
 
 _LISTENING = re.compile(r"listening on http://([A-Za-z0-9.\-\[\]:]+)")

@@ -20,7 +20,7 @@ from typing import Callable
 
 import openai
 
-from router_harness import CLIENT_KEY, MODEL, RouterServer, ServerError
+from router_harness import CLIENT_KEY, LIMITED_KEY, MODEL, RouterServer, ServerError
 
 PROMPT = "Say hello to the conformance suite"
 EXPECTED_CONTENT = f"This is a mock response to: {PROMPT}"
@@ -211,6 +211,22 @@ def failing_upstream_stream_is_server_error_before_sse(ctx: Context) -> None:
         lambda: ctx.client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "mock:error:500"}], stream=True),
         lambda status: 500 <= status < 600, "5xx")
+
+
+@check
+def rate_limit_is_rate_limit_error_with_retry_after(ctx: Context) -> None:
+    client = ctx.client_with_key(LIMITED_KEY)
+    client.chat.completions.create(model=MODEL, messages=MESSAGES)
+    error = expect_status_error(
+        openai.RateLimitError,
+        lambda: client.chat.completions.create(model=MODEL, messages=MESSAGES),
+        lambda status: status == 429, "429")
+    retry_after = error.response.headers.get("retry-after")
+    expect(retry_after is not None and retry_after.isdigit() and 1 <= int(retry_after) <= 60,
+           f"Retry-After should be whole seconds within the minute, got {retry_after!r}")
+    body = error.body if isinstance(error.body, dict) else {}
+    expect(body.get("code") == "rate_limit_exceeded", f"code: {body!r}")
+    expect("key rpm" in str(body.get("message")), f"message should name the limit: {body!r}")
 
 
 def default_server() -> str:

@@ -59,7 +59,12 @@ impl RouterProcess {
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let path = write_config(config);
+        // Its own working directory, so the default `data/router.db` of a
+        // config without `limits.database` is this process's alone.
+        let workdir = path.with_extension("d");
+        std::fs::create_dir_all(&workdir).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_router-server"))
+            .current_dir(&workdir)
             .arg("--config")
             .arg(&path)
             .envs(env.iter().copied())
