@@ -31,60 +31,59 @@ impl TokenCounter for ByteCounter {
 /// Tokens OpenAI's chat format adds around each message (role and
 /// delimiters) and to prime the reply.
 const PER_MESSAGE: u64 = 3;
+const PER_NAME: u64 = 1;
 const REPLY_PRIMING: u64 = 3;
 
-/// The prompt tokens of a chat request: the text of every message (string
-/// content, text parts, tool calls' names and arguments, names), the tool
-/// definitions, plus OpenAI's per-message framing. Images and audio are not
+/// The prompt tokens of a chat request, counted the way OpenAI's cookbook
+/// does (and its API agrees): every string of every message on its own
+/// (role, content or text parts, name, tool calls' names and arguments),
+/// 3 tokens of framing per message, 1 more for a `name`, 3 to prime the
+/// reply; plus the tool definitions as JSON. Images and audio are not
 /// counted: their cost is the upstream's to report.
 pub fn prompt_tokens(counter: &dyn TokenCounter, entry: &ModelEntry, body: &JsonObject) -> u64 {
-    let mut text = String::new();
-    let mut messages = 0;
-    if let Some(list) = body.get("messages").and_then(Value::as_array) {
-        for message in list {
-            messages += 1;
-            collect_message_text(message, &mut text);
+    let count = |text: &str| counter.count(entry, text);
+    let mut tokens = REPLY_PRIMING;
+    for message in body
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        tokens += PER_MESSAGE;
+        if let Some(role) = message.get("role").and_then(Value::as_str) {
+            tokens += count(role);
+        }
+        if let Some(name) = message.get("name").and_then(Value::as_str) {
+            tokens += count(name) + PER_NAME;
+        }
+        match message.get("content") {
+            Some(Value::String(content)) => tokens += count(content),
+            Some(Value::Array(parts)) => {
+                for part in parts {
+                    if let Some(text) = part.get("text").and_then(Value::as_str) {
+                        tokens += count(text);
+                    }
+                }
+            }
+            _ => {}
+        }
+        for call in message
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            for pointer in ["/function/name", "/function/arguments"] {
+                if let Some(text) = call.pointer(pointer).and_then(Value::as_str) {
+                    tokens += count(text);
+                }
+            }
         }
     }
     if let Some(tools) = body.get("tools").filter(|tools| !tools.is_null()) {
-        text.push_str(&tools.to_string());
+        tokens += count(&tools.to_string());
     }
-    counter.count(entry, &text) + messages * PER_MESSAGE + REPLY_PRIMING
-}
-
-fn collect_message_text(message: &Value, text: &mut String) {
-    for key in ["role", "name"] {
-        if let Some(value) = message.get(key).and_then(Value::as_str) {
-            push(text, value);
-        }
-    }
-    match message.get("content") {
-        Some(Value::String(content)) => push(text, content),
-        Some(Value::Array(parts)) => {
-            for part in parts {
-                if let Some(part_text) = part.get("text").and_then(Value::as_str) {
-                    push(text, part_text);
-                }
-            }
-        }
-        _ => {}
-    }
-    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
-        for call in calls {
-            for pointer in ["/function/name", "/function/arguments"] {
-                if let Some(value) = call.pointer(pointer).and_then(Value::as_str) {
-                    push(text, value);
-                }
-            }
-        }
-    }
-}
-
-fn push(text: &mut String, piece: &str) {
-    if !text.is_empty() {
-        text.push('\n');
-    }
-    text.push_str(piece);
+    tokens
 }
 
 /// Tokens to reserve for the answer: the request's `max_completion_tokens`
@@ -130,8 +129,9 @@ mod tests {
             {"role": "user", "content": [{"type": "text", "text": "efgh"}, {"type": "image_url", "image_url": {"url": "x"}}]},
             {"role": "assistant", "content": null, "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
         ]}));
-        // "system\nabcd\nuser\nefgh\nassistant\nf\n{}" is 34 bytes: 9 tokens; 3 messages.
-        assert_eq!(prompt_tokens(&ByteCounter, &entry, &body), 9 + 3 * 3 + 3);
+        // Each string on its own: system 2, abcd 1, user 1, efgh 1,
+        // assistant 3, f 1, {} 1; 3 messages of framing and the priming.
+        assert_eq!(prompt_tokens(&ByteCounter, &entry, &body), 10 + 3 * 3 + 3);
     }
 
     #[test]

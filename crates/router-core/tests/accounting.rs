@@ -266,7 +266,7 @@ fn refusal(scope: Scope, retry_secs: u64, never_fits: bool) -> Refusal {
     }
 }
 
-/// "user\nhi" is 7 bytes: 2 tokens, + 3 for the message + 3 for the reply,
+/// "user" and "hi" are a token each, + 3 for the message + 3 for the reply,
 /// + the 20 reserved for output.
 const RESERVED_FOR_HI: u64 = 2 + 3 + 3 + 20;
 
@@ -333,8 +333,8 @@ async fn an_answer_without_usage_is_estimated() {
     h.chat("no-usage", false).await.result.unwrap();
     let record = h.records().remove(0);
     assert_eq!(record.source, UsageSource::Estimated);
-    // "user\nno-usage" is 13 bytes: 4 tokens + 6 of framing; "abcdefgh": 2.
-    assert_eq!(record.tokens.prompt, 10);
+    // "user" 1 token and "no-usage" 2, + 6 of framing; "abcdefgh": 2.
+    assert_eq!(record.tokens.prompt, 9);
     assert_eq!(record.tokens.completion, 2);
 }
 

@@ -163,3 +163,29 @@ fn pathological_input_neither_panics_nor_crawls() {
         }
     }
 }
+
+/// The prompt estimate against a count the OpenAI API itself reported: the
+/// cookbook's "How to count tokens with tiktoken" example, for which the API
+/// answered 129 prompt tokens on gpt-4-0613 (cl100k).
+#[test]
+fn prompt_estimate_matches_the_apis_count_on_the_cookbook_example() {
+    use router_core::estimate::prompt_tokens;
+
+    let body = serde_json::json!({"model": "gpt-4-0613", "messages": [
+        {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+        {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+        {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+        {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
+        {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
+        {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+    ]});
+    let entry = ModelEntry {
+        provider_model_name: "gpt-4-0613".to_owned(),
+        ..ModelEntry::new("gpt-4", "openai")
+    };
+    let counter = TiktokenCounter::new();
+    assert_eq!(
+        prompt_tokens(&counter, &entry, body.as_object().unwrap()),
+        129
+    );
+}

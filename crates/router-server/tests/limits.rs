@@ -153,7 +153,7 @@ async fn tpm_admits_exactly_the_requests_whose_reservations_fit() {
         "    tpm: 1000\n",
         &upstream_model(&upstream.url("/v1"), &[], ""),
     ));
-    // "user\nhi": 2 tokens + 6 of framing, + 92 reserved for output = 100.
+    // "user" and "hi": a token each, + 6 of framing, + 92 reserved for output = 100.
     let answers = burst(&router, 40, &chat("up", false, 92)).await;
     assert_eq!(answers.iter().filter(|(s, ..)| *s == 200).count(), 10);
     assert_eq!(upstream.requests().len(), 10);
@@ -385,9 +385,35 @@ async fn streams_finished_and_abandoned_each_leave_one_exact_row() {
         .find(|r| r.outcome == Outcome::ClientGone)
         .unwrap();
     assert_eq!(gone.source, UsageSource::Estimated);
-    // "abcdefgh" relayed: 2 tokens; "user\nforever": 3 tokens + 6 of framing.
+    // "abcdefgh" relayed: 2 tokens; "user" 1 and "forever" 2, + 6 of framing.
     assert_eq!((gone.tokens.prompt, gone.tokens.completion), (9, 2));
     // A little later, still exactly two rows: nothing is recorded twice.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ledger_rows(&db, 2).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_budget_refuses_with_insufficient_quota() {
+    // Each answer really costs 8 × 0.001 + 92 × 0.002 = $0.192, more than the
+    // $0.028 reserved for it: the budget is charged what was spent.
+    let upstream = Upstream::start(|_| Reply::json(200, completion(8, 92))).await;
+    let db = database();
+    let router = RouterProcess::start(&config(
+        &db,
+        "    max_budget_usd: 0.1\n    budget_period: day\n",
+        &upstream_model(&upstream.url("/v1"), &[], ""),
+    ));
+    let url = router.url("/v1/chat/completions");
+    let first = call("POST", &url, Some(KEY), &chat("up", false, 10)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let second = call("POST", &url, Some(KEY), &chat("up", false, 10)).await;
+    assert_eq!(second.status, 429, "{}", second.text());
+    let error = second.json()["error"].clone();
+    assert_eq!(error["code"], "insufficient_quota");
+    assert!(
+        error["message"].as_str().unwrap().contains("budget"),
+        "{error}"
+    );
+    assert_eq!(second.headers["x-should-retry"], "false");
+    assert_eq!(upstream.requests().len(), 1);
 }
