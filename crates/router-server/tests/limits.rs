@@ -417,3 +417,46 @@ async fn a_spent_budget_refuses_with_insufficient_quota() {
     assert_eq!(second.headers["x-should-retry"], "false");
     assert_eq!(upstream.requests().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_by_shutdown_is_still_recorded_once() {
+    let endless = format!(
+        "data: {}\n\n",
+        json!({"id": "s", "choices": [{"index": 0, "delta": {"content": "abcdefgh"}}]})
+    );
+    let upstream = Upstream::start(move |_| {
+        Reply::sse(endless.clone()).in_pieces(1 << 20, Duration::ZERO, End::KeepOpen)
+    })
+    .await;
+    let db = database();
+    let text = config(&db, "", &upstream_model(&upstream.url("/v1"), &[], ""))
+        .replace("  port: 0\n", "  port: 0\n  shutdown_timeout: 200ms\n");
+    let mut router = RouterProcess::start(&text);
+    let response = send(
+        "POST",
+        &router.url("/v1/chat/completions"),
+        Some(KEY),
+        &chat("up", true, 16),
+    )
+    .await;
+    let mut stream = response.into_body();
+    next_frame(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    router.terminate();
+    // Cut off after the timeout: exit 1, and the row is on disk already.
+    assert_eq!(
+        router.wait(Duration::from_secs(10)).unwrap().code(),
+        Some(1)
+    );
+    let store = SqliteStore::open(&db, Duration::from_millis(20)).unwrap();
+    let rows = store
+        .read_records(
+            OffsetDateTime::UNIX_EPOCH,
+            OffsetDateTime::now_utc() + time::Duration::days(1),
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].outcome, Outcome::ClientGone);
+    assert_eq!(rows[0].tokens.completion, 2);
+}
