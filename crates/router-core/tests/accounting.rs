@@ -202,6 +202,8 @@ fn harness(entries: usize, refusals: Vec<Option<Refusal>>) -> Harness {
         source: PathBuf::from("test.yaml"),
         server: ServerConfig::default(),
         limits: LimitsConfig::default(),
+        retry: Default::default(),
+        cooldown: Default::default(),
         models,
         api_keys: vec![ClientKeyConfig {
             id: 7,
@@ -417,6 +419,8 @@ async fn failover_hands_back_the_failed_entry_and_charges_the_key_once() {
         source: PathBuf::new(),
         server: ServerConfig::default(),
         limits: LimitsConfig::default(),
+        retry: Default::default(),
+        cooldown: Default::default(),
         models: (0..2)
             .map(|index| ModelEntry {
                 index,

@@ -146,6 +146,8 @@ fn config(models: Vec<ModelEntry>) -> Config {
         source: PathBuf::from("test.yaml"),
         server: ServerConfig::default(),
         limits: LimitsConfig::default(),
+        retry: Default::default(),
+        cooldown: Default::default(),
         models,
         api_keys: vec![client_key()],
     }

@@ -282,6 +282,8 @@ fn config() -> Config {
         source: PathBuf::from("accounting-test.yaml"),
         server: ServerConfig::default(),
         limits: LimitsConfig::default(),
+        retry: Default::default(),
+        cooldown: Default::default(),
         models: MODELS
             .iter()
             .enumerate()

@@ -198,6 +198,8 @@ fn config() -> Config {
         source: PathBuf::from("http-test.yaml"),
         server: ServerConfig::default(),
         limits: LimitsConfig::default(),
+        retry: Default::default(),
+        cooldown: Default::default(),
         models: names
             .iter()
             .enumerate()

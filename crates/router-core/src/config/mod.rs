@@ -45,6 +45,84 @@ pub struct Config {
     /// Every entry of `api_keys:` in file order.
     pub api_keys: Vec<ClientKeyConfig>,
     pub limits: LimitsConfig,
+    /// `retry:`: how failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// `cooldown:`: how failing provider keys are rested.
+    pub cooldown: CooldownPolicy,
+}
+
+/// `retry:`. Retries happen only before the first byte reaches the client:
+/// the next provider key of the entry, then the next entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// `retry.max_attempts`: attempts per request, the first included. Default 5.
+    pub max_attempts: NonZeroU64,
+    /// `retry.max_retry_time`: no retry starts once this much time has passed
+    /// since the request arrived. Default 30s.
+    pub max_retry_time: Duration,
+    /// `retry.backoff_base`: the wait before the first retry; doubled at each
+    /// retry, with full jitter. Default 50ms.
+    pub backoff_base: Duration,
+    /// `retry.backoff_max`: the longest wait between two attempts. Default 2s.
+    pub backoff_max: Duration,
+    /// `retry.budget_ratio`: retries may add at most this share of the
+    /// request rate (over ten seconds), so an outage does not multiply load.
+    /// Default 0.2.
+    pub budget_ratio: f64,
+    /// `retry.budget_min_per_second`: retries always allowed per second,
+    /// whatever the ratio, so a quiet router can still retry. Default 10.
+    pub budget_min_per_second: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: NonZeroU64::MIN.saturating_add(4),
+            max_retry_time: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+        }
+    }
+}
+
+/// `cooldown:`: resting provider keys that fail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CooldownPolicy {
+    /// `cooldown.rate_limited`: how long a key that got a 429 without
+    /// `Retry-After` rests. Default 30s.
+    pub rate_limited: Duration,
+    /// `cooldown.failures_to_open`: consecutive failures (connect errors,
+    /// timeouts, 5xx) that open the circuit of a key. Default 5.
+    pub failures_to_open: NonZeroU64,
+    /// `cooldown.open_for`: how long an open circuit stays open before one
+    /// probe request is let through (half-open). Default 30s.
+    pub open_for: Duration,
+}
+
+impl Default for CooldownPolicy {
+    fn default() -> Self {
+        Self {
+            rate_limited: Duration::from_secs(30),
+            failures_to_open: NonZeroU64::MIN.saturating_add(4),
+            open_for: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Upstream timeouts of one entry: its own where it sets them, else the
+/// server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP and TLS connect.
+    pub connect: Duration,
+    /// From sending the request to the response head.
+    pub first_byte: Duration,
+    /// The longest silence between two chunks of a stream.
+    pub idle: Duration,
+    /// The whole attempt, streams included.
+    pub total: Duration,
 }
 
 /// `limits:`: how limits are reserved and where what must survive a restart
@@ -91,6 +169,24 @@ pub struct ServerConfig {
     pub connect_timeout: Duration,
     /// `server.request_timeout`: whole upstream attempt, default 30m (the seed's).
     pub request_timeout: Duration,
+    /// `server.first_byte_timeout`: from sending a request upstream to its
+    /// response head, default 2m.
+    pub first_byte_timeout: Duration,
+    /// `server.idle_timeout`: the longest silence between two chunks of an
+    /// upstream stream, default 2m.
+    pub idle_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The server-wide timeouts, which entries may override.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.connect_timeout,
+            first_byte: self.first_byte_timeout,
+            idle: self.idle_timeout,
+            total: self.request_timeout,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -104,6 +200,8 @@ impl Default for ServerConfig {
             max_sse_event_bytes: 8 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30 * 60),
+            first_byte_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -187,6 +285,9 @@ pub struct ModelEntry {
     pub is_openai_compatibility: bool,
     pub enabled: bool,
     pub visible: bool,
+    /// `connect_timeout`, `first_byte_timeout`, `idle_timeout`,
+    /// `request_timeout` on the entry, each defaulting to the server's.
+    pub timeouts: Timeouts,
 }
 
 impl ModelEntry {
@@ -220,6 +321,7 @@ impl ModelEntry {
             is_openai_compatibility: false,
             enabled: true,
             visible: true,
+            timeouts: ServerConfig::default().timeouts(),
         }
     }
 }

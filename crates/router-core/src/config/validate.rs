@@ -128,12 +128,16 @@ fn validate(file: &Path, raw: RawConfig, cx: &mut Ctx<'_>) -> Config {
         models,
         api_keys,
         limits,
+        retry: super::RetryPolicy::default(),
+        cooldown: super::CooldownPolicy::default(),
     }
 }
 
 fn validate_server(raw: RawServer, cx: &mut Ctx<'_>) -> ServerConfig {
     let defaults = ServerConfig::default();
     ServerConfig {
+        first_byte_timeout: defaults.first_byte_timeout,
+        idle_timeout: defaults.idle_timeout,
         host: raw.host.set().unwrap_or(defaults.host),
         port: raw.port.set().map_or(defaults.port, |port| port.0),
         // Zero is allowed: the seed then shuts down at once unless idle.
@@ -306,6 +310,7 @@ fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
         field => price(field, &at("cached_input_price_per_token"), cx),
     };
     ModelEntry {
+        timeouts: ServerConfig::default().timeouts(),
         index,
         id: count(raw.id, &at("id"), cx).unwrap_or(0),
         name,
@@ -712,6 +717,7 @@ mod tests {
                 max_sse_event_bytes: 2048,
                 connect_timeout: Duration::from_secs(3),
                 request_timeout: Duration::from_secs(3600),
+                ..ServerConfig::default()
             }
         );
     }
