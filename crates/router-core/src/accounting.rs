@@ -80,7 +80,8 @@ impl Books {
     }
 
     pub(crate) fn set_request(&mut self, model: &str, stream: bool) {
-        self.record.model = model.to_owned();
+        // The ledger keeps the name as asked, bounded like in messages.
+        self.record.model = crate::error::shorten(model).into_owned();
         self.record.stream = stream;
     }
 

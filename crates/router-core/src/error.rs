@@ -29,7 +29,7 @@ pub enum ChatError {
         message: String,
         param: Option<String>,
     },
-    #[error("Model {model} not found or not available.")]
+    #[error("Model {} not found or not available.", shorten(model))]
     ModelNotFound { model: String },
     /// A limit refused the request (the client's, or every entry's). When
     /// `refusal.never_fits`, the request can never be served as it is.
@@ -80,4 +80,15 @@ pub enum UsageError {
     Forbidden,
     #[error("{0}")]
     Ledger(#[from] crate::usage::LedgerError),
+}
+
+/// A client-supplied name as it may appear in a message: whole when short,
+/// else its first 256 characters and an ellipsis, so a 100 KB model name is
+/// not echoed back (or written to a log) whole.
+pub(crate) fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
+    const MAX: usize = 256;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+        None => text.into(),
+    }
 }

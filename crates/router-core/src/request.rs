@@ -27,6 +27,10 @@ enum Shape {
     Integer,
     NonNegativeInteger,
     PositiveInteger,
+    /// A token count: 0 ..= u32::MAX (no model generates more in one answer).
+    TokenCount,
+    /// `n`: 1 ..= 128, OpenAI's own bound.
+    ChoiceCount,
     Number,
     Bool,
     Object,
@@ -61,9 +65,9 @@ const FIELDS: &[(&str, Shape)] = &[
     ("parallel_tool_calls", Shape::Bool),
     ("reasoning_effort", Shape::ReasoningEffort),
     ("best_of", Shape::PositiveInteger),
-    ("n", Shape::PositiveInteger),
-    ("max_tokens", Shape::NonNegativeInteger),
-    ("max_completion_tokens", Shape::NonNegativeInteger),
+    ("n", Shape::ChoiceCount),
+    ("max_tokens", Shape::TokenCount),
+    ("max_completion_tokens", Shape::TokenCount),
     ("min_tokens", Shape::NonNegativeInteger),
     ("top_logprobs", Shape::NonNegativeInteger),
     ("prompt_logprobs", Shape::NonNegativeInteger),
@@ -132,6 +136,12 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ChatError> {
 fn validate_messages(messages: Option<&Value>) -> Result<(), ChatError> {
     let messages = match messages {
         None | Some(Value::Null) => return Err(invalid("messages", "messages is required")),
+        Some(Value::Array(messages)) if messages.is_empty() => {
+            return Err(invalid(
+                "messages",
+                "`messages` must hold at least one message",
+            ))
+        }
         Some(Value::Array(messages)) => messages,
         Some(other) => {
             return Err(invalid(
@@ -201,6 +211,8 @@ fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<(), ChatError>
         Shape::Integer => value.is_i64() || value.is_u64(),
         Shape::NonNegativeInteger => value.is_u64(),
         Shape::PositiveInteger => value.as_u64().is_some_and(|n| n >= 1),
+        Shape::TokenCount => value.as_u64().is_some_and(|n| n <= u64::from(u32::MAX)),
+        Shape::ChoiceCount => value.as_u64().is_some_and(|n| (1..=128).contains(&n)),
         Shape::Number => value.is_number(),
         Shape::Bool => value.is_boolean(),
         Shape::Object => value.is_object(),
@@ -233,6 +245,8 @@ fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<(), ChatError>
         Shape::Integer => "an integer".to_owned(),
         Shape::NonNegativeInteger => "a non-negative integer".to_owned(),
         Shape::PositiveInteger => "an integer of at least 1".to_owned(),
+        Shape::TokenCount => format!("an integer from 0 to {}", u32::MAX),
+        Shape::ChoiceCount => "an integer from 1 to 128".to_owned(),
         Shape::Number => "a number".to_owned(),
         Shape::Bool => "a boolean".to_owned(),
         Shape::Object => "an object".to_owned(),
@@ -299,7 +313,6 @@ mod tests {
     #[test]
     fn accepts_valid_requests() {
         check(&format!(r#"{{"model":"m",{HI}}}"#), Ok("m"));
-        check(r#"{"model":"m","messages":[]}"#, Ok("m"));
         // Assistant tool-call turn with null content, and top_k null: both valid.
         check(
             r#"{"model":"m","top_k":null,"messages":[{"role":"user","content":"hi"},
@@ -372,12 +385,26 @@ mod tests {
             &format!(r#"{{"model":"m",{HI},"max_tokens":-1}}"#),
             Err((
                 Some("max_tokens"),
-                "`max_tokens` must be a non-negative integer, got -1",
+                "`max_tokens` must be an integer from 0 to 4294967295, got -1",
             )),
         );
         check(
             &format!(r#"{{"model":"m",{HI},"n":0}}"#),
-            Err((Some("n"), "`n` must be an integer of at least 1, got 0")),
+            Err((Some("n"), "`n` must be an integer from 1 to 128, got 0")),
+        );
+        check(
+            &format!(r#"{{"model":"m",{HI},"max_completion_tokens":9999999999}}"#),
+            Err((
+                Some("max_completion_tokens"),
+                "`max_completion_tokens` must be an integer from 0 to 4294967295, got 9999999999",
+            )),
+        );
+        check(
+            r#"{"model":"m","messages":[]}"#,
+            Err((
+                Some("messages"),
+                "`messages` must hold at least one message",
+            )),
         );
         check(
             &format!(r#"{{"model":"m",{HI},"reasoning_effort":"max"}}"#),

@@ -489,7 +489,7 @@ async fn failover_hands_back_the_failed_entry_and_charges_the_key_once() {
 #[tokio::test]
 async fn requests_refused_before_any_upstream_are_recorded() {
     let h = harness(1, vec![]);
-    let body = br#"{"model":"nope","messages":[]}"#;
+    let body = br#"{"model":"nope","messages":[{"role":"user","content":"hi"}]}"#;
     assert!(h.router.chat(&h.key, body).await.result.is_err());
     assert!(h.router.chat(&h.key, b"{").await.result.is_err());
     let records = h.records();
