@@ -17,9 +17,10 @@ use crate::accounting::Books;
 use crate::aggregate::Aggregator;
 use crate::auth::KeyStore;
 use crate::catalog::{self, ModelList, ModelObject};
-use crate::config::{ClientKeyConfig, Config, ModelEntry};
+use crate::config::{ClientKeyConfig, Config, CooldownPolicy, ModelEntry, RetryPolicy};
 use crate::error::{AuthError, ChatError, UsageError};
 use crate::estimate::{self, ByteCounter, TokenCounter};
+use crate::health::{self, Change, Clock, Jitter, KeyHealth, Resting, RetryBudget};
 use crate::limits::{Demand, Limiter, NoLimits, RateInfo, Refusal, Scope};
 use crate::provider::{
     BuildResult, Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError,
@@ -75,6 +76,9 @@ struct Deployment {
     /// Round robin over the entry's provider keys. Shared by all requests;
     /// an atomic so concurrent requests spread over the keys without a lock.
     next_key: AtomicUsize,
+    /// One per provider key, in config order (one for the entry itself when
+    /// it has no key): whether that key may be tried now.
+    health: Vec<KeyHealth>,
 }
 
 /// The enabled entries that share one client-facing name.
@@ -101,6 +105,14 @@ pub struct Router {
     request_id_prefix: String,
     /// Numbers the requests of this process.
     next_request: AtomicU64,
+    retry: RetryPolicy,
+    cooldown: CooldownPolicy,
+    /// The time base of key health and the retry budget.
+    clock: Clock,
+    /// Shared by all requests, so an outage does not multiply the load.
+    retry_budget: RetryBudget,
+    /// Spreads the backoff of concurrent retries apart.
+    jitter: Jitter,
 }
 
 /// What the engine uses besides providers: limits, the ledger, token
@@ -173,6 +185,9 @@ impl Router {
                 entry: Arc::new(entry.clone()),
                 provider,
                 next_key: AtomicUsize::new(0),
+                health: (0..entry.provider_api_keys.len().max(1))
+                    .map(|_| KeyHealth::default())
+                    .collect(),
             });
         }
 
@@ -202,6 +217,12 @@ impl Router {
             default_output_tokens: config.limits.default_output_tokens.get(),
             request_id_prefix: format!("req_{:x}", started / 1_000_000),
             next_request: AtomicU64::new(0),
+            retry: config.retry.clone(),
+            cooldown: config.cooldown.clone(),
+            clock: Clock::new(),
+            retry_budget: RetryBudget::new(&config.retry),
+            // Truncating the nanoseconds keeps their fast-moving low bits.
+            jitter: Jitter::new(started as u64),
         })
     }
 
@@ -258,9 +279,9 @@ impl Router {
                     | ChatError::InvalidField { .. }
                     | ChatError::ModelNotFound { .. } => (Outcome::Invalid, None),
                     ChatError::Refused { refusal } => (Outcome::Refused, Some(refusal.name)),
-                    ChatError::Upstream { .. } | ChatError::AllFailed { .. } => {
-                        (Outcome::UpstreamFailed, None)
-                    }
+                    ChatError::Upstream { .. }
+                    | ChatError::AllFailed { .. }
+                    | ChatError::Unavailable { .. } => (Outcome::UpstreamFailed, None),
                 };
                 books.close_failure(outcome, &error, refused_by);
                 Err(error)
@@ -297,12 +318,16 @@ impl Router {
 
         let entries = group.deployments.len();
         let start = group.next.fetch_add(1, Ordering::Relaxed);
+        let arrived = tokio::time::Instant::now();
         let mut attempts = 0;
         let mut last_error = None;
         // The refusal to report if no candidate has room: the one that
         // clears soonest, preferring one that can clear at all.
         let mut refused: Option<Refusal> = None;
-        for offset in 0..entries {
+        // The candidates skipped because their key is resting, disabled or
+        // behind an open circuit.
+        let mut resting = Resting::default();
+        'entries: for offset in 0..entries {
             let deployment = &self.deployments[group.deployments[(start + offset) % entries]];
             let entry = &deployment.entry;
             let keys = &entry.provider_api_keys;
@@ -319,6 +344,17 @@ impl Router {
             .cost(entry);
             for key_offset in 0..keys.len().max(1) {
                 let key_index = (!keys.is_empty()).then(|| (key_start + key_offset) % keys.len());
+                // Round robin skips keys that are known not to work now.
+                let pass = match deployment.health[key_index.unwrap_or(0)].admit(self.clock.now()) {
+                    Ok(pass) => pass,
+                    Err(skip) => {
+                        resting.add(skip);
+                        continue;
+                    }
+                };
+                if attempts > 0 && !self.may_retry(attempts, arrived).await {
+                    break 'entries;
+                }
                 let demand = Demand {
                     // The client is charged once per request, on its first admission.
                     key: (!books.has_key_permit()).then_some(&**client),
@@ -342,10 +378,16 @@ impl Router {
                         continue;
                     }
                 };
+                if attempts == 0 {
+                    self.retry_budget.deposit(self.clock.now());
+                }
                 books.begin_attempt(entry, key_index, permit, prompt);
                 let api_key = key_index.map(|index| keys[index].clone());
                 attempts += 1;
-                match self.attempt(deployment, &request, api_key).await {
+                let result = self.attempt(deployment, &request, api_key).await;
+                let change = pass.record(result.as_ref().err(), self.clock.now(), &self.cooldown);
+                log_change(change, entry, key_index);
+                match result {
                     Ok(answer) => {
                         books.upstream_answered();
                         return Ok(answer);
@@ -370,12 +412,54 @@ impl Router {
         match (last_error, refused) {
             (Some(source), _) if attempts == 1 => Err(ChatError::Upstream { source }),
             (Some(last), _) => Err(ChatError::AllFailed { attempts, last }),
+            (None, refused) if resting.skipped > 0 => {
+                let retry_after = resting.retry_after(self.clock.now(), self.cooldown.open_for);
+                match refused {
+                    // A quota that clears before any key recovers is the
+                    // better answer.
+                    Some(refusal) if !refusal.never_fits && refusal.retry_after < retry_after => {
+                        Err(ChatError::Refused { refusal })
+                    }
+                    _ => Err(ChatError::Unavailable {
+                        retry_after,
+                        rate_limited: resting.all_rate_limited,
+                    }),
+                }
+            }
             (None, Some(refusal)) => Err(ChatError::Refused { refusal }),
-            // Groups are never empty, so a candidate was either tried or refused.
+            // Groups are never empty, so a candidate was tried, refused or skipped.
             (None, None) => Err(ChatError::ModelNotFound {
                 model: request.model,
             }),
         }
+    }
+
+    /// Whether attempt number `attempts + 1` may start, after its backoff.
+    ///
+    /// Every retry waits, even on another key or entry: the candidates left
+    /// are not known to be troubled (troubled ones were skipped), but a
+    /// failure often has a shared cause (the network, an overloaded
+    /// provider), and full jitter keeps the expected wait at half the
+    /// ceiling, 25 ms for the first retry by default.
+    async fn may_retry(&self, attempts: usize, arrived: tokio::time::Instant) -> bool {
+        if attempts as u64 >= self.retry.max_attempts.get() {
+            tracing::debug!(attempts, "no retry: max_attempts reached");
+            return false;
+        }
+        let retry = u32::try_from(attempts - 1).unwrap_or(u32::MAX);
+        let wait = health::backoff(&self.retry, retry, self.jitter.next());
+        if arrived.elapsed() + wait >= self.retry.max_retry_time {
+            tracing::debug!(attempts, "no retry: max_retry_time reached");
+            return false;
+        }
+        if !self.retry_budget.try_withdraw(self.clock.now()) {
+            tracing::warn!(attempts, "no retry: the retry budget is spent");
+            return false;
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        true
     }
 
     /// `GET /v1/usage`: the asking key's usage today and this month, its
@@ -464,6 +548,32 @@ impl Router {
 enum Answer {
     Complete(Completion),
     Stream(ChunkStream),
+}
+
+/// Logs what an attempt changed in the health of its key. The key itself is
+/// a secret: only its index is named.
+fn log_change(change: Change, entry: &ModelEntry, key_index: Option<usize>) {
+    match change {
+        Change::None => {}
+        Change::Disabled => tracing::error!(
+            entry = entry.index,
+            name = %entry.name,
+            provider_key = key_index,
+            "the upstream refused this provider key (401/403); it is not used again until the config is reloaded"
+        ),
+        Change::Opened => tracing::warn!(
+            entry = entry.index,
+            name = %entry.name,
+            provider_key = key_index,
+            "circuit opened after consecutive upstream failures"
+        ),
+        Change::Closed => tracing::info!(
+            entry = entry.index,
+            name = %entry.name,
+            provider_key = key_index,
+            "circuit closed: the upstream answers again"
+        ),
+    }
 }
 
 /// Whether `a` should be reported rather than `b`: a refusal that can clear

@@ -49,6 +49,24 @@ pub enum ChatError {
         #[source]
         last: ProviderError,
     },
+    /// No candidate could be tried: every provider key of every entry was
+    /// resting, disabled or behind an open circuit. `retry_after` is the
+    /// earliest recovery; `rate_limited` when every one of them rests after
+    /// an upstream 429.
+    #[error("{}", unavailable_message(*retry_after, *rate_limited))]
+    Unavailable {
+        retry_after: std::time::Duration,
+        rate_limited: bool,
+    },
+}
+
+fn unavailable_message(retry_after: std::time::Duration, rate_limited: bool) -> String {
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0);
+    if rate_limited {
+        format!("Every upstream provider key is rate limited; retry after {seconds} s")
+    } else {
+        format!("No upstream provider is available right now; retry after {seconds} s")
+    }
 }
 
 fn refusal_message(refusal: &Refusal) -> String {

@@ -2,7 +2,8 @@
 //!
 //! It owns the configuration (loading and validation), the model catalog,
 //! client-key authentication, request parsing and validation, and the routing
-//! engine (resolution, round robin, failover, response rewriting), plus the
+//! engine (resolution, round robin, failover with retries, provider-key
+//! cooldown and circuit breaking, response rewriting), plus the
 //! traits the engine depends on ([`provider::Provider`]).
 //!
 //! It deliberately does not own sockets, HTTP (no hyper, no status codes),
@@ -16,6 +17,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod estimate;
+mod health;
 pub mod limits;
 pub mod provider;
 mod report;

@@ -145,6 +145,31 @@ impl ApiError {
                     format!("All providers failed: {last}"),
                 )
             },
+            // Nothing was tried: every provider key is resting. When they all
+            // rest after an upstream 429 the client is told it is rate
+            // limited; otherwise the upstreams are unavailable.
+            ChatError::Unavailable {
+                retry_after,
+                rate_limited,
+            } => {
+                let (status, error_type, code) = if *rate_limited {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        RATE_LIMIT,
+                        "rate_limit_exceeded",
+                    )
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        SERVER_ERROR,
+                        "upstream_unavailable",
+                    )
+                };
+                Self {
+                    retry_after: Some(*retry_after),
+                    ..Self::new(status, error_type, code, error.to_string())
+                }
+            }
         }
     }
 
@@ -820,6 +845,38 @@ mod tests {
                 "all_providers_failed",
             ),
             &[],
+        );
+    }
+
+    #[test]
+    fn unavailable_is_429_when_rate_limited_else_503_with_the_earliest_recovery() {
+        check(
+            ApiError::from_chat(&ChatError::Unavailable {
+                retry_after: Duration::from_millis(2_500),
+                rate_limited: true,
+            }),
+            429,
+            body(
+                "Every upstream provider key is rate limited; retry after 3 s",
+                RATE_LIMIT,
+                Value::Null,
+                "rate_limit_exceeded",
+            ),
+            &[("retry-after", "3")],
+        );
+        check(
+            ApiError::from_chat(&ChatError::Unavailable {
+                retry_after: Duration::ZERO,
+                rate_limited: false,
+            }),
+            503,
+            body(
+                "No upstream provider is available right now; retry after 1 s",
+                SERVER_ERROR,
+                Value::Null,
+                "upstream_unavailable",
+            ),
+            &[("retry-after", "1")],
         );
     }
 
