@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::ApiError;
 use crate::metrics::InFlight;
+use crate::shutdown::{CutOff, Shutdown};
 
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
 const KEEPALIVE_COMMENT: &[u8] = b": keepalive\n\n";
@@ -54,7 +55,22 @@ impl ResponseBody {
 
     /// Relays `chunks` as server-sent events (see [`SseBody`]).
     pub fn sse(chunks: ChunkStream, keepalive_every: Duration) -> Self {
-        Self::of(Kind::Sse(SseBody::new(chunks, keepalive_every)))
+        Self::of(Kind::Sse(SseBody::new(chunks, keepalive_every, None)))
+    }
+
+    /// Like [`Self::sse`], but ends the stream with the `server_shutdown`
+    /// error event when `shutdown` cuts open requests off.
+    pub(crate) fn sse_until_cut_off(
+        chunks: ChunkStream,
+        keepalive_every: Duration,
+        shutdown: &Shutdown,
+    ) -> Self {
+        let cut_off = (shutdown.when_cut_off(), shutdown.clone());
+        Self::of(Kind::Sse(SseBody::new(
+            chunks,
+            keepalive_every,
+            Some(cut_off),
+        )))
     }
 
     /// Keeps `in_flight` until the body ends or is dropped.
@@ -105,7 +121,9 @@ impl Body for ResponseBody {
 /// A chunk stream written as SSE: one `data: <json>\n\n` frame per chunk the
 /// moment it arrives, `data: [DONE]\n\n` after a normal end, one error event
 /// (and no `[DONE]`) after an error, and a `: keepalive` comment whenever the
-/// upstream has been silent for `keepalive_every`.
+/// upstream has been silent for `keepalive_every`. When the server cuts
+/// open streams off at the end of its shutdown timeout, the stream ends with
+/// one `server_shutdown` error event instead (and no `[DONE]`).
 ///
 /// It owns the chunk stream and spawns nothing: when the client goes away,
 /// hyper drops this body, which drops the stream and so cancels the upstream.
@@ -116,6 +134,9 @@ struct SseBody {
     /// Fires after `keepalive_every` of silence; pushed back on every frame.
     /// One timer per stream, reset in place rather than re-created.
     keepalive: Pin<Box<Sleep>>,
+    /// Resolves when the server cuts open streams off; the `Shutdown` counts
+    /// the stream as ended by it. `None`: nothing can cut this stream off.
+    cut_off: Option<(CutOff, Shutdown)>,
 }
 
 impl std::fmt::Debug for SseBody {
@@ -123,16 +144,22 @@ impl std::fmt::Debug for SseBody {
         f.debug_struct("SseBody")
             .field("ended", &self.chunks.is_none())
             .field("keepalive_every", &self.keepalive_every)
+            .field("can_be_cut_off", &self.cut_off.is_some())
             .finish()
     }
 }
 
 impl SseBody {
-    fn new(chunks: ChunkStream, keepalive_every: Duration) -> Self {
+    fn new(
+        chunks: ChunkStream,
+        keepalive_every: Duration,
+        cut_off: Option<(CutOff, Shutdown)>,
+    ) -> Self {
         Self {
             chunks: Some(chunks),
             keepalive_every,
             keepalive: Box::pin(tokio::time::sleep(keepalive_every)),
+            cut_off,
         }
     }
 
@@ -149,6 +176,16 @@ impl SseBody {
         let Some(chunks) = self.chunks.as_mut() else {
             return Poll::Ready(None);
         };
+        // Checked first: once the server cuts off, a busy upstream must not
+        // keep the stream going.
+        if let Some((cut_off, shutdown)) = self.cut_off.as_mut() {
+            if cut_off.as_mut().poll(cx).is_ready() {
+                shutdown.count_ended();
+                self.cut_off = None;
+                let event = self.end_with(ApiError::server_shutdown(), &"shutdown timeout expired");
+                return Poll::Ready(Some(Ok(Frame::data(event))));
+            }
+        }
         let event = match chunks.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => match encode_chunk(&chunk) {
                 Ok(event) => event,
@@ -173,6 +210,8 @@ impl SseBody {
     /// Ends the stream with one error event. The status line is long gone, so
     /// the event is how the client learns the answer is incomplete; there is
     /// no `[DONE]` after it, so it cannot be mistaken for a complete answer.
+    /// Dropping the chunk stream here releases the upstream and settles the
+    /// request's usage record.
     fn end_with(&mut self, error: ApiError, cause: &dyn std::fmt::Display) -> Bytes {
         self.chunks = None;
         error.log(&http::Method::POST, "/v1/chat/completions", cause);
@@ -336,6 +375,39 @@ mod tests {
         assert!(!dropped.load(Ordering::SeqCst));
         drop(body);
         assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_cut_off_ends_the_stream_with_the_shutdown_event_and_drops_the_upstream() {
+        let shutdown = Shutdown::default();
+        let chunks = stream::iter([Ok(content("a"))]).chain(stream::pending());
+        let mut body =
+            ResponseBody::sse_until_cut_off(Box::pin(chunks), Duration::from_secs(10), &shutdown);
+        assert!(body.frame().await.is_some());
+        shutdown.cut_off();
+        let rest = frames(body).await;
+        assert_eq!(
+            rest,
+            [
+                "data: {\"error\":{\"message\":\"the server is shutting down\",\
+              \"type\":\"server_error\",\"param\":null,\"code\":\"server_shutdown\"}}\n\n"
+            ]
+        );
+        assert_eq!(shutdown.ended(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ended_before_the_cut_off_is_untouched() {
+        let shutdown = Shutdown::default();
+        let body = ResponseBody::sse_until_cut_off(
+            Box::pin(stream::iter([Ok(content("a"))])),
+            Duration::from_secs(10),
+            &shutdown,
+        );
+        let frames = frames(body).await;
+        shutdown.cut_off();
+        assert_eq!(frames.last().unwrap(), "data: [DONE]\n\n");
+        assert_eq!(shutdown.ended(), 0);
     }
 
     #[tokio::test]

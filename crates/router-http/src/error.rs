@@ -396,6 +396,32 @@ impl ApiError {
         )
     }
 
+    /// A POST body declared as something other than JSON. A missing
+    /// `Content-Type` is not this: many clients omit it.
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            INVALID_REQUEST,
+            "unsupported_media_type",
+            format!(
+                "Unsupported Content-Type `{content_type}`; the request body must be \
+                 application/json"
+            ),
+        )
+    }
+
+    /// The server cut the request off at the end of its shutdown timeout: as
+    /// the last event of a stream, or as a 503 to a request still waiting for
+    /// its upstream. Retrying (against another instance) is the right move.
+    pub fn server_shutdown() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            "server_shutdown",
+            "the server is shutting down".to_owned(),
+        )
+    }
+
     /// A chunk or report the engine handed us could not be encoded: our
     /// bug, not the client's or the upstream's.
     pub(crate) fn encoding_failed(detail: &dyn fmt::Display) -> Self {
@@ -1050,6 +1076,39 @@ mod tests {
                 "unknown_parameter",
             ),
             &[],
+        );
+    }
+
+    #[test]
+    fn media_type_and_shutdown_errors() {
+        check(
+            ApiError::unsupported_media_type("text/plain"),
+            415,
+            body(
+                "Unsupported Content-Type `text/plain`; the request body must be application/json",
+                INVALID_REQUEST,
+                Value::Null,
+                "unsupported_media_type",
+            ),
+            &[],
+        );
+        check(
+            ApiError::server_shutdown(),
+            503,
+            body(
+                "the server is shutting down",
+                SERVER_ERROR,
+                Value::Null,
+                "server_shutdown",
+            ),
+            &[],
+        );
+        assert_eq!(
+            ApiError::server_shutdown().to_sse_event(),
+            Bytes::from_static(
+                b"data: {\"error\":{\"message\":\"the server is shutting down\",\
+                  \"type\":\"server_error\",\"param\":null,\"code\":\"server_shutdown\"}}\n\n"
+            )
         );
     }
 

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use http::header::{
     HeaderMap, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
     ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, AUTHORIZATION, CACHE_CONTROL,
-    CONTENT_TYPE,
+    CONNECTION, CONTENT_TYPE,
 };
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use router_core::{ChatError, ChatResponse, ChunkStream, Router};
@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 use crate::body::ResponseBody;
 use crate::error::{ApiError, APPLICATION_JSON};
 use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 use crate::{query, ratelimit, HttpConfig};
 
 const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
@@ -42,6 +43,7 @@ const TEXT_EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stre
 const OPENMETRICS_TEXT: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
 /// The request's id, as the usage ledger records it.
 const X_REQUEST_ID: &str = "x-request-id";
 /// Tells nginx-style proxies not to buffer the stream.
@@ -110,11 +112,28 @@ impl<'a> Route<'a> {
 pub struct Handler {
     router: Arc<Router>,
     config: HttpConfig,
+    /// Set by `serve` when it shuts down: turns `/health` to 503, closes
+    /// HTTP/1 connections after their response, and cuts open streams off.
+    shutdown: Shutdown,
 }
 
 impl Handler {
+    /// A handler no shutdown ever reaches (for tests and benches that call
+    /// it without [`serve`](crate::serve)).
     pub fn new(router: Arc<Router>, config: HttpConfig) -> Self {
-        Self { router, config }
+        Self::with_shutdown(router, config, Shutdown::default())
+    }
+
+    pub(crate) fn with_shutdown(
+        router: Arc<Router>,
+        config: HttpConfig,
+        shutdown: Shutdown,
+    ) -> Self {
+        Self {
+            router,
+            config,
+            shutdown,
+        }
     }
 
     /// Answers one request. Never fails: every error becomes a response.
@@ -133,8 +152,15 @@ impl Handler {
             .filter(|_| route != Some(Route::Metrics))
             .map(Metrics::start_request);
         let label = Route::label(route);
+        let version = request.version();
         let mut response = self.route(request).await;
         add_cors(response.headers_mut());
+        // hyper adds this itself once its graceful shutdown reaches the
+        // connection; saying it here too covers a request that was already
+        // past that point. h2 has GOAWAY instead, and forbids the header.
+        if version < Version::HTTP_2 && self.shutdown.is_draining() {
+            response.headers_mut().insert(CONNECTION, CLOSE);
+        }
         if let Some(metrics) = metrics {
             metrics.count_response(label, response.status());
         }
@@ -160,7 +186,7 @@ impl Handler {
         };
         let readable = method == Method::GET || method == Method::HEAD;
         match route {
-            Route::Health if readable => health(),
+            Route::Health if readable => health(self.shutdown.is_draining()),
             Route::Models if readable => json(StatusCode::OK, self.router.models_json()),
             Route::Model(id) if readable => {
                 let id = percent_decode(id);
@@ -209,6 +235,19 @@ impl Handler {
             Err(error) => return fail(ApiError::from_auth(error), &error),
         };
 
+        // Checked before the body is read: a form or a file upload is not a
+        // chat request, however it parses.
+        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+            if !is_json(content_type) {
+                let shown = String::from_utf8_lossy(content_type.as_bytes());
+                return refuse(
+                    ApiError::unsupported_media_type(&shown),
+                    &Method::POST,
+                    CHAT_COMPLETIONS_PATH,
+                );
+            }
+        }
+
         let limit = self.config.max_body_bytes;
         // A declared Content-Length over the cap is refused before reading a byte.
         if request.body().size_hint().lower() > limit as u64 {
@@ -226,7 +265,16 @@ impl Handler {
             Err(error) => return fail(ApiError::unreadable_body(&error), &error),
         };
 
-        let outcome = self.router.chat(&client, &body).await;
+        // A request still waiting for its upstream when the server cuts off
+        // gets a 503 rather than a vanished connection; dropping the engine's
+        // future cancels the upstream call and settles its usage.
+        let outcome = tokio::select! {
+            outcome = self.router.chat(&client, &body) => outcome,
+            () = self.shutdown.when_cut_off() => {
+                self.shutdown.count_ended();
+                return fail(ApiError::server_shutdown(), &"shutdown timeout expired");
+            }
+        };
         let refusal = match &outcome.result {
             Err(ChatError::Refused { refusal }) => Some(refusal),
             _ => None,
@@ -279,7 +327,11 @@ impl Handler {
     }
 
     fn event_stream(&self, chunks: ChunkStream) -> Response<ResponseBody> {
-        let mut response = Response::new(ResponseBody::sse(chunks, self.config.sse_keepalive));
+        let mut response = Response::new(ResponseBody::sse_until_cut_off(
+            chunks,
+            self.config.sse_keepalive,
+            &self.shutdown,
+        ));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, TEXT_EVENT_STREAM);
         headers.insert(CACHE_CONTROL, NO_CACHE);
@@ -318,16 +370,40 @@ fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
     response
 }
 
-fn health() -> Response<ResponseBody> {
+/// `GET /health`: 200 `ok`, or 503 `draining` once shutdown has begun, so
+/// load balancers stop sending before the connections close.
+fn health(draining: bool) -> Response<ResponseBody> {
     // Formatting a UTC time with this fixed description cannot fail; the
     // fallback only keeps the endpoint answering should it ever.
     let now = OffsetDateTime::now_utc()
         .format(HEALTH_TIME)
         .unwrap_or_default();
+    let (status, word) = if draining {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else {
+        (StatusCode::OK, "ok")
+    };
     json(
-        StatusCode::OK,
-        Bytes::from(format!(r#"{{"status":"ok","time":"{now}"}}"#)),
+        status,
+        Bytes::from(format!(r#"{{"status":"{word}","time":"{now}"}}"#)),
     )
+}
+
+/// Whether a `Content-Type` declares JSON: `application/json` or
+/// `application/<anything>+json`, with any parameters, in any case.
+fn is_json(content_type: &HeaderValue) -> bool {
+    let Ok(value) = content_type.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.as_bytes();
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case(b"json")
+            || (subtype.len() > b"+json".len()
+                && subtype[subtype.len() - b"+json".len()..].eq_ignore_ascii_case(b"+json")))
 }
 
 /// `GET /metrics`. No authentication: like every Prometheus target it is
@@ -422,6 +498,29 @@ mod tests {
         check("bad%zzescape", "bad%zzescape");
         check("trailing%2", "trailing%2");
         check("%FF", "%FF");
+    }
+
+    #[test]
+    fn json_content_types() {
+        fn check(content_type: &[u8], expected: bool) {
+            let value = HeaderValue::from_bytes(content_type).unwrap();
+            assert_eq!(is_json(&value), expected, "{content_type:?}");
+        }
+        check(b"application/json", true);
+        check(b"application/json; charset=utf-8", true);
+        check(b"Application/JSON;charset=UTF-8", true);
+        check(b" application/json ", true);
+        check(b"application/vnd.api+json", true);
+        check(b"application/merge-patch+JSON; q=1", true);
+        check(b"application/+json", false);
+        check(b"text/json", false);
+        check(b"text/plain", false);
+        check(b"application/x-www-form-urlencoded", false);
+        check(b"multipart/form-data; boundary=x", false);
+        check(b"application/jsonp", false);
+        check(b"json", false);
+        check(b"", false);
+        check(b"application/json\xff", false);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! router-http: the thin HTTP layer in front of [`router_core::Router`].
 //!
 //! It owns HTTP and nothing else: accepting connections (HTTP/1.1 keep-alive
-//! and h2c with prior knowledge), graceful shutdown, the routes, extracting
-//! the `Authorization` header, capping request bodies, writing JSON and SSE
-//! responses, and CORS. It is the one place where errors become HTTP statuses
+//! and h2c with prior knowledge), graceful shutdown (`/health` turns 503
+//! while draining; streams still open at the timeout end with a
+//! `server_shutdown` event), the routes, extracting the `Authorization`
+//! header, refusing non-JSON bodies and capping their size, writing JSON and
+//! SSE responses, and CORS. It is the one place where errors become HTTP statuses
 //! and OpenAI-shaped error bodies (`{"error":{"message","type","param","code"}}`),
 //! and where they are logged.
 //!
@@ -26,6 +28,7 @@ mod metrics;
 mod query;
 mod ratelimit;
 mod server;
+mod shutdown;
 
 pub use body::ResponseBody;
 pub use error::ApiError;

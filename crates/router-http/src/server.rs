@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::handler::Handler;
+use crate::shutdown::Shutdown;
 use crate::HttpConfig;
 
 /// After a failed `accept` (typically out of file descriptors), wait this long
@@ -30,18 +31,43 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How often to look again at a connection that has sent only part of the h2 preface.
 const PARTIAL_PREFACE_POLL: Duration = Duration::from_millis(10);
 
+/// After the shutdown timeout, how long streams have to write their
+/// `server_shutdown` event and connections to close before they are aborted.
+const CUT_OFF_GRACE: Duration = Duration::from_millis(100);
+
+/// Most header fields an HTTP/1 request may carry (hyper's default, stated
+/// here so it is a decision); more get hyper's own 431 response.
+const MAX_HEADERS: usize = 100;
+
+/// Largest HTTP/1 read buffer, and so the largest request head (request line
+/// and headers) accepted; a larger one gets hyper's own 431 response. Also
+/// the most h2 header-list bytes accepted, so both protocols agree.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// How [`serve`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct ServeOutcome {
     /// Whether every connection finished its in-flight requests (and streams)
-    /// within the shutdown timeout. When false, the rest were cut off.
+    /// on its own within the shutdown timeout.
     pub drained: bool,
+    /// Requests still open when the timeout expired and ended with the
+    /// `server_shutdown` error: SSE streams by a last error event (no
+    /// `[DONE]`), requests still waiting for their upstream by a 503. Zero
+    /// when `drained`.
+    pub ended_by_shutdown: usize,
+    /// Connections still open after the grace that followed the timeout
+    /// (a client not reading, a request still arriving), aborted mid-air.
+    /// Their bodies, and so their upstream calls, were dropped all the same.
+    pub aborted: usize,
 }
 
 /// Serves HTTP/1.1 (keep-alive) and h2c (prior knowledge) on `listener` until
-/// `shutdown` completes; then stops accepting, lets in-flight requests and
-/// streams finish for up to `shutdown_timeout`, and cuts off whatever is left.
+/// `shutdown` completes; then stops accepting, answers `/health` with 503,
+/// and lets in-flight requests and streams finish for up to
+/// `shutdown_timeout`. Whatever is still open then is ended with the
+/// `server_shutdown` error (an SSE error event, or a 503) and given a short
+/// grace to send it; connections open after that are aborted.
 ///
 /// Every connection task is owned by this future: when it returns (or is
 /// dropped) no connection, and so no upstream call, outlives it.
@@ -54,7 +80,8 @@ pub async fn serve(
 ) -> ServeOutcome {
     let builder = Arc::new(connection_builder(&config));
     let header_read_timeout = config.header_read_timeout;
-    let handler = Handler::new(router, config);
+    let draining = Shutdown::default();
+    let handler = Handler::with_shutdown(router, config, draining.clone());
     let graceful = GracefulShutdown::new();
     // Connections still waiting for their first byte are not hyper connections
     // yet, so `graceful` cannot reach them; this tells them to give up.
@@ -90,6 +117,9 @@ pub async fn serve(
 
     // Closing the listener makes the OS refuse new connections at once.
     drop(listener);
+    // Before hyper hears of it: a request answered from now on already
+    // sees the draining state.
+    draining.start_draining();
     let open = graceful.count();
     tracing::info!(
         open,
@@ -98,20 +128,38 @@ pub async fn serve(
     );
     // Nobody may be subscribed any more; that is fine.
     let _ = stop_waiting.send(true);
-    let drained = tokio::time::timeout(shutdown_timeout, graceful.shutdown())
+    let closed = graceful.shutdown();
+    let mut closed = std::pin::pin!(closed);
+    let drained = tokio::time::timeout(shutdown_timeout, &mut closed)
         .await
         .is_ok();
+    let mut aborted = 0;
     if !drained {
         tracing::warn!(
             remaining = connections.len(),
-            "shutdown timeout: cutting off connections"
+            "shutdown timeout: ending open requests with a server_shutdown error"
         );
+        draining.cut_off();
+        // Connections whose requests have ended close on their own (hyper
+        // has disabled keep-alive and sent GOAWAY); this waits for them.
+        if tokio::time::timeout(CUT_OFF_GRACE, &mut closed)
+            .await
+            .is_err()
+        {
+            while connections.try_join_next().is_some() {}
+            aborted = connections.len();
+            tracing::warn!(aborted, "connections still open after the grace: aborting");
+        }
     }
     // Abort what is left: their bodies, and so their upstream calls, are
     // dropped with them.
     connections.abort_all();
     while connections.join_next().await.is_some() {}
-    ServeOutcome { drained }
+    ServeOutcome {
+        drained,
+        ended_by_shutdown: draining.ended(),
+        aborted,
+    }
 }
 
 fn connection_builder(config: &HttpConfig) -> auto::Builder<TokioExecutor> {
@@ -120,9 +168,14 @@ fn connection_builder(config: &HttpConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     // The timer drives h2 keep-alive pings should they be configured.
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD_BYTES as u32);
     builder
 }
 

@@ -42,7 +42,8 @@ const PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug, Default)]
 struct Shared {
     requests: Mutex<Vec<JsonObject>>,
-    /// How many streams handed out have been dropped (ended or cancelled).
+    /// How many streams handed out have been dropped (ended or cancelled),
+    /// and how many never-answering calls have been cancelled.
     streams_dropped: AtomicUsize,
 }
 
@@ -105,6 +106,11 @@ impl Provider for TestProvider {
             .push(request.body.clone());
         if let Some(error) = self.refusal() {
             return Err(error);
+        }
+        if self.behaviour == "hanging" {
+            // An upstream that never answers; only cancellation ends the call.
+            let _counted = DropCounter(Arc::clone(&self.shared));
+            std::future::pending::<()>().await;
         }
         Ok(Completion(object(json!({
             "id": "chatcmpl-1",
@@ -193,6 +199,7 @@ fn config() -> Config {
         "broken",
         "rejecting",
         "limited",
+        "hanging",
     ];
     Config {
         source: PathBuf::from("http-test.yaml"),
@@ -416,6 +423,12 @@ async fn raw_exchange(address: SocketAddr, parts: &[&[u8]]) -> (u16, String, Val
     for part in parts {
         stream.write_all(part).await.unwrap();
     }
+    read_response(&mut stream).await
+}
+
+/// Reads one response (headers and a Content-Length body) from `stream`:
+/// status, lowercased head, JSON body.
+async fn read_response(stream: &mut TcpStream) -> (u16, String, Value) {
     let mut received = Vec::new();
     let read = async {
         loop {
@@ -744,6 +757,151 @@ async fn a_chunked_body_over_the_cap_is_413() {
     assert!(server.stop().await.drained);
 }
 
+/// A chat POST with exactly these headers (besides auth) and body.
+fn raw_chat(headers: &[(&str, &str)], body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/chat/completions")
+        .header("authorization", format!("Bearer {KEY}"));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(body.into())).unwrap()
+}
+
+fn with_url(mut request: Request<Full<Bytes>>, server: &TestServer) -> Request<Full<Bytes>> {
+    *request.uri_mut() = server.url(request.uri().path()).parse().unwrap();
+    request
+}
+
+#[tokio::test]
+async fn a_body_declared_as_something_other_than_json_is_415() {
+    let server = start_default().await;
+    let client = http1_client();
+    let body = chat_body("echo", false);
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/json",
+    ] {
+        let answer = send(
+            &client,
+            with_url(
+                raw_chat(&[("content-type", content_type)], body.clone()),
+                &server,
+            ),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
+        let error = answer.error();
+        assert_eq!(error["code"], "unsupported_media_type");
+        assert_eq!(error["type"], "invalid_request_error");
+        assert!(
+            error["message"].as_str().unwrap().contains(content_type),
+            "{error}"
+        );
+    }
+    assert!(server.shared.requests.lock().unwrap().is_empty());
+
+    // JSON in any spelling, and no Content-Type at all, are accepted.
+    for headers in [
+        &[("content-type", "Application/JSON; charset=UTF-8")][..],
+        &[("content-type", "application/vnd.api+json")][..],
+        &[][..],
+    ] {
+        let answer = send(&client, with_url(raw_chat(headers, body.clone()), &server)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{headers:?}: {}",
+            answer.text()
+        );
+    }
+    assert_eq!(server.shared.requests.lock().unwrap().len(), 3);
+    assert!(server.stop().await.drained);
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_empty_bodies_are_400_without_an_upstream_call() {
+    let server = start_default().await;
+    let client = http1_client();
+    let json = [("content-type", "application/json")];
+    let invalid_utf8 = Bytes::from_static(
+        b"{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}",
+    );
+    let answer = send(&client, with_url(raw_chat(&json, invalid_utf8), &server)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
+    let error = answer.error();
+    assert_eq!(error["code"], "invalid_json");
+    assert_eq!(error["type"], "invalid_request_error");
+
+    for headers in [&json[..], &[][..]] {
+        let answer = send(&client, with_url(raw_chat(headers, Bytes::new()), &server)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{headers:?}");
+        assert_eq!(answer.error()["code"], "invalid_json");
+    }
+    assert!(server.shared.requests.lock().unwrap().is_empty());
+    assert!(server.stop().await.drained);
+}
+
+/// Sends `head` on a fresh connection and reads until the server closes it;
+/// returns the status line.
+async fn status_line_before_close(address: SocketAddr, head: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    // The server may answer and close before reading it all; a failed
+    // write is then expected, the answer is what counts.
+    let _ = stream.write_all(head).await;
+    let mut received = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(read) => received.extend_from_slice(&buffer[..read]),
+            }
+        }
+    })
+    .await
+    .expect("the server neither answered nor closed");
+    let text = String::from_utf8_lossy(&received).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_are_431() {
+    let server = start_default().await;
+    let mut many = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {KEY}\r\n"
+    );
+    for index in 0..100 {
+        many.push_str(&format!("x-filler-{index}: {index}\r\n"));
+    }
+    many.push_str("content-length: 0\r\n\r\n");
+    let huge = format!(
+        "GET /health HTTP/1.1\r\nhost: test\r\nx-huge: {}\r\n\r\n",
+        "a".repeat(65 * 1024)
+    );
+    for head in [many, huge] {
+        let status = status_line_before_close(server.address, head.as_bytes()).await;
+        assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+    }
+    // Just under the limits is fine.
+    let mut enough = "GET /health HTTP/1.1\r\nhost: test\r\nconnection: close\r\n".to_owned();
+    for index in 0..90 {
+        enough.push_str(&format!("x-filler-{index}: {}\r\n", "b".repeat(500)));
+    }
+    enough.push_str("\r\n");
+    let status = status_line_before_close(server.address, enough.as_bytes()).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(server.shared.requests.lock().unwrap().is_empty());
+    assert!(server.stop().await.drained);
+}
+
 #[tokio::test]
 async fn a_stream_is_relayed_event_by_event_and_ends_with_done() {
     let server = start_default().await;
@@ -948,11 +1106,19 @@ async fn shutdown_waits_for_an_in_flight_stream() {
 
     read_until(&mut body, &mut transcript, "data: [DONE]\n\n").await;
     assert_eq!(transcript.matches("data: {").count(), 4, "{transcript}");
+    assert!(!transcript.contains("server_shutdown"), "{transcript}");
     let outcome = tokio::time::timeout(PATIENCE, server.served)
         .await
         .unwrap()
         .unwrap();
-    assert!(outcome.drained);
+    assert_eq!(
+        outcome,
+        ServeOutcome {
+            drained: true,
+            ended_by_shutdown: 0,
+            aborted: 0
+        }
+    );
 }
 
 /// Waits until `count` streams handed out by the providers have been dropped.
@@ -966,7 +1132,10 @@ async fn streams_dropped(shared: &Shared, count: usize) {
     .expect("an upstream stream outlived its response");
 }
 
-async fn check_cut_off_at_shutdown(client: Client<HttpConnector, Full<Bytes>>) {
+const SHUTDOWN_EVENT: &str = "data: {\"error\":{\"message\":\"the server is shutting down\",\
+     \"type\":\"server_error\",\"param\":null,\"code\":\"server_shutdown\"}}\n\n";
+
+async fn check_ended_at_shutdown(client: Client<HttpConnector, Full<Bytes>>) {
     let mut server = start(http_config(), Duration::from_millis(200)).await;
     let response = client
         .request(request(
@@ -983,30 +1152,123 @@ async fn check_cut_off_at_shutdown(client: Client<HttpConnector, Full<Bytes>>) {
     assert_eq!(server.shared.streams_dropped.load(Ordering::SeqCst), 0);
 
     server.begin_shutdown();
+    // The stream ends with one shutdown event, then closes: no [DONE].
+    let rest = tokio::time::timeout(PATIENCE, body.collect())
+        .await
+        .expect("the stream outlived the shutdown")
+        .expect("the stream was cut mid-air")
+        .to_bytes();
+    transcript.push_str(std::str::from_utf8(&rest).unwrap());
+    assert!(transcript.ends_with(SHUTDOWN_EVENT), "{transcript}");
+    assert_eq!(transcript.matches("\"error\"").count(), 1, "{transcript}");
+    assert!(!transcript.contains("[DONE]"), "{transcript}");
     let outcome = tokio::time::timeout(PATIENCE, server.served)
         .await
         .unwrap()
         .unwrap();
-    assert!(!outcome.drained);
-    // The cut-off stream is dropped, so its upstream call is cancelled.
+    assert_eq!(
+        outcome,
+        ServeOutcome {
+            drained: false,
+            ended_by_shutdown: 1,
+            aborted: 0
+        }
+    );
+    // The ended stream is dropped, so its upstream call is cancelled (and
+    // its usage settled).
     streams_dropped(&server.shared, 1).await;
-    // And the client sees the stream end without [DONE].
-    let rest = tokio::time::timeout(PATIENCE, body.collect())
+}
+
+#[tokio::test]
+async fn shutdown_ends_a_stream_that_outlasts_the_timeout_with_an_error_event() {
+    check_ended_at_shutdown(http1_client()).await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_an_h2_stream_that_outlasts_the_timeout_with_an_error_event() {
+    check_ended_at_shutdown(h2c_client()).await;
+}
+
+#[tokio::test]
+async fn a_request_still_waiting_for_its_upstream_at_the_timeout_gets_503() {
+    let mut server = start(http_config(), Duration::from_millis(200)).await;
+    let client = http1_client();
+    let pending = client.request(request(
+        Method::POST,
+        &server.url("/v1/chat/completions"),
+        Some(KEY),
+        &chat_body("hanging", false),
+    ));
+    let pending = tokio::spawn(pending);
+    tokio::time::timeout(PATIENCE, async {
+        while server.shared.requests.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the request never reached the provider");
+
+    server.begin_shutdown();
+    let response = tokio::time::timeout(PATIENCE, pending)
+        .await
+        .expect("no answer after the timeout")
+        .unwrap()
+        .unwrap();
+    let answer = collect(response).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    let error = answer.error();
+    assert_eq!(error["code"], "server_shutdown");
+    assert_eq!(error["type"], "server_error");
+    assert_eq!(error["message"], "the server is shutting down");
+    assert_eq!(answer.header("connection"), Some("close"));
+    let outcome = tokio::time::timeout(PATIENCE, server.served)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.ended_by_shutdown, 1);
+    assert_eq!(outcome.aborted, 0);
+    // The upstream call was cancelled.
+    streams_dropped(&server.shared, 1).await;
+}
+
+#[tokio::test]
+async fn health_turns_503_while_draining_and_closes_the_connection() {
+    let mut server = start_default().await;
+    // A keep-alive connection with a request half sent when shutdown begins:
+    // hyper keeps it open to finish that request.
+    let mut stream = TcpStream::connect(server.address).await.unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: te")
         .await
         .unwrap();
-    if let Ok(rest) = rest {
-        assert!(!String::from_utf8_lossy(&rest.to_bytes()).contains("[DONE]"));
-    }
-}
+    // Let the server read the first half.
+    tokio::time::sleep(Duration::from_millis(50)).await;
 
-#[tokio::test]
-async fn shutdown_cuts_off_a_stream_that_outlasts_the_timeout() {
-    check_cut_off_at_shutdown(http1_client()).await;
-}
-
-#[tokio::test]
-async fn shutdown_cuts_off_an_h2_stream_that_outlasts_the_timeout() {
-    check_cut_off_at_shutdown(h2c_client()).await;
+    server.begin_shutdown();
+    tokio::time::timeout(PATIENCE, async {
+        while TcpStream::connect(server.address).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("still accepting after shutdown");
+    stream.write_all(b"st\r\n\r\n").await.unwrap();
+    let (status, head, json) = read_response(&mut stream).await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert_eq!(json["status"], "draining");
+    OffsetDateTime::parse(
+        json["time"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    closed_by_server(&mut stream).await;
+    let outcome = tokio::time::timeout(PATIENCE, server.served)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.drained);
 }
 
 /// The client stops reading a stream (HTTP/1.1: closes the connection;
