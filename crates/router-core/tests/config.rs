@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use router_core::config::{
-    self, Budget, BudgetPeriod, Config, ConfigErrors, LimitsConfig, MOCK_PROVIDER, OPENAI_PROVIDER,
+    self, Budget, BudgetPeriod, Config, ConfigErrors, CooldownPolicy, LimitsConfig, RetryPolicy,
+    ServerConfig, Timeouts, MOCK_PROVIDER, OPENAI_PROVIDER,
 };
 use time::macros::datetime;
 
@@ -488,6 +489,118 @@ fn default_config_runs_without_any_key() {
     assert_eq!(key.budget, None);
     assert!(!key.admin);
     assert_eq!(config.limits, LimitsConfig::default());
+    // The reference writes out the defaults of the newer sections.
+    assert_eq!(config.retry, RetryPolicy::default());
+    assert_eq!(config.cooldown, CooldownPolicy::default());
+    assert_eq!(config.server.timeouts(), ServerConfig::default().timeouts());
+    assert!(config
+        .models
+        .iter()
+        .all(|m| m.timeouts == ServerConfig::default().timeouts()));
+}
+
+#[test]
+fn reference_config_commented_entry_timeouts_are_valid() {
+    // The per-entry timeouts are shown commented out; uncommented, they must
+    // load and mean the defaults they claim.
+    let path = repo_config_dir().join("config.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut uncommented = 0;
+    let text: String = text
+        .lines()
+        .map(|line| {
+            for key in [
+                "connect_timeout",
+                "first_byte_timeout",
+                "idle_timeout",
+                "request_timeout",
+            ] {
+                if let Some(rest) = line.strip_prefix(&format!("    # {key}:")) {
+                    uncommented += 1;
+                    return format!("    {key}:{rest}\n");
+                }
+            }
+            format!("{line}\n")
+        })
+        .collect();
+    assert_eq!(uncommented, 4);
+    let config = match config::parse(&path, &text, &no_env) {
+        Ok(config) => config,
+        Err(errors) => panic!("uncommented timeouts should load:\n{errors}"),
+    };
+    assert_eq!(
+        config.models[0].timeouts,
+        ServerConfig::default().timeouts()
+    );
+}
+
+#[test]
+fn timeouts_retry_and_cooldown_load() {
+    let config = load("timeouts-retry-cooldown.yaml");
+    let server = Timeouts {
+        connect: Duration::from_secs(5),
+        first_byte: Duration::from_secs(60),
+        idle: Duration::from_secs(30),
+        total: Duration::from_secs(3600),
+    };
+    assert_eq!(config.server.timeouts(), server);
+    // `server:` comes after `models:` in the file; entries still inherit it.
+    assert_eq!(config.models[0].timeouts, server);
+    assert_eq!(
+        config.models[1].timeouts,
+        Timeouts {
+            connect: Duration::from_secs(2),
+            first_byte: Duration::from_secs(20),
+            idle: Duration::from_secs(45),
+            total: Duration::from_secs(600),
+        }
+    );
+    assert_eq!(
+        config.retry,
+        RetryPolicy {
+            max_attempts: NonZeroU64::new(3).unwrap(),
+            max_retry_time: Duration::from_secs(15),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(1),
+            budget_ratio: 0.1,
+            budget_min_per_second: 2,
+        }
+    );
+    assert_eq!(
+        config.cooldown,
+        CooldownPolicy {
+            rate_limited: Duration::from_secs(60),
+            failures_to_open: NonZeroU64::new(3).unwrap(),
+            open_for: Duration::from_secs(10),
+        }
+    );
+}
+
+#[test]
+fn timeout_retry_and_cooldown_errors_are_reported_together() {
+    check_errors(
+        "timeouts-retry-cooldown-errors.yaml",
+        &no_env,
+        &[
+            "2: server.first_byte_timeout: must be greater than zero",
+            "3: server.idle_timout: unknown field, did you mean `idle_timeout`?",
+            "7: models[0].connect_timeout: must be greater than zero",
+            "8: models[0].request_timeout: expected a duration such as `10s`, `1m30s` or `500ms` \
+             (units: ns, us, ms, s, m, h), found the bare number 10 (add a unit, e.g. `10s`)",
+            "10: models[0].first_byte_timout: unknown field, did you mean `first_byte_timeout`?",
+            "12: retry.max_attempts: must be at least 1, found 0",
+            "14: retry.backoff_max: must not be shorter than `retry.backoff_base` (3s), found 1s: \
+             raise `backoff_max` or lower `backoff_base`",
+            "15: retry.budget_ratio: must be from 0 (no retries beyond `budget_min_per_second`) to \
+             10, found 20",
+            "16: retry.budget_min_per_second: must not be negative, found -5",
+            "18: cooldown.rate_limited: must be greater than zero",
+            "19: cooldown.failures_to_open: must be at least 1, found 0",
+            "20: cooldown.open_for: expected a duration such as `10s`, `1m30s` or `500ms` (units: \
+             ns, us, ms, s, m, h), found `soon`",
+            "21: cooldown.open_fr: unknown field, did you mean `open_for`?",
+        ],
+    );
 }
 
 #[test]

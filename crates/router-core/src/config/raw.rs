@@ -476,6 +476,10 @@ section! {
         max_sse_event_bytes: i128,
         connect_timeout: Duration,
         request_timeout: Duration,
+        /// Ours: from sending a request upstream to its response head.
+        first_byte_timeout: Duration,
+        /// Ours: the longest silence inside an upstream stream.
+        idle_timeout: Duration,
     }
 }
 
@@ -521,6 +525,11 @@ section! {
         stream_only: bool,
         enabled: bool,
         visible: bool,
+        /// Ours: the entry's own upstream timeouts, overriding the server's.
+        connect_timeout: Duration,
+        first_byte_timeout: Duration,
+        idle_timeout: Duration,
+        request_timeout: Duration,
     }
 }
 
@@ -559,6 +568,27 @@ section! {
     }
 }
 
+section! {
+    /// `retry:` (ours).
+    struct RawRetry {
+        max_attempts: i128,
+        max_retry_time: Duration,
+        backoff_base: Duration,
+        backoff_max: Duration,
+        budget_ratio: f64,
+        budget_min_per_second: i128,
+    }
+}
+
+section! {
+    /// `cooldown:` (ours).
+    struct RawCooldown {
+        rate_limited: Duration,
+        failures_to_open: i128,
+        open_for: Duration,
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Default)]
 pub(super) struct RawConfig {
@@ -566,10 +596,14 @@ pub(super) struct RawConfig {
     pub models: Field<Entries<RawModel>>,
     pub api_keys: Field<Entries<RawApiKey>>,
     pub limits: Field<RawLimits>,
+    pub retry: Field<RawRetry>,
+    pub cooldown: Field<RawCooldown>,
 }
 
 impl RawConfig {
-    pub(super) const FIELDS: &'static [&'static str] = &["server", "models", "api_keys", "limits"];
+    pub(super) const FIELDS: &'static [&'static str] = &[
+        "server", "models", "api_keys", "limits", "retry", "cooldown",
+    ];
 
     /// Walks the document. Problems land in `cx`; what could be read is returned.
     pub(super) fn decode(document: &Value, cx: &mut Ctx<'_>) -> Self {
@@ -601,6 +635,8 @@ impl RawConfig {
                 "models" => config.models = Field::decode(item, key, cx),
                 "api_keys" => config.api_keys = Field::decode(item, key, cx),
                 "limits" => config.limits = Field::decode(item, key, cx),
+                "retry" => config.retry = Field::decode(item, key, cx),
+                "cooldown" => config.cooldown = Field::decode(item, key, cx),
                 // Room for YAML anchors shared through `<<` merges, as in
                 // docker compose files: `x-defaults: &defaults {...}`.
                 _ if key.starts_with("x-") => {}

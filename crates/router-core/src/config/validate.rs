@@ -14,11 +14,14 @@ use std::time::Duration;
 use url::Url;
 
 use super::error::Problem;
-use super::raw::{Ctx, Field, RawApiKey, RawConfig, RawLimits, RawModel, RawServer};
+use super::raw::{
+    Ctx, Field, RawApiKey, RawConfig, RawCooldown, RawLimits, RawModel, RawRetry, RawServer,
+};
 use super::yaml::{self, LineIndex};
 use super::{
     Budget, BudgetPeriod, Capabilities, ClientKeyConfig, Config, ConfigError, ConfigErrors,
-    KeyLimits, LimitsConfig, ModelEntry, ModelLimits, ServerConfig, OPENAI_PROVIDER,
+    CooldownPolicy, KeyLimits, LimitsConfig, ModelEntry, ModelLimits, RetryPolicy, ServerConfig,
+    Timeouts, OPENAI_PROVIDER,
 };
 use crate::secret::Secret;
 
@@ -90,13 +93,24 @@ fn validate(file: &Path, raw: RawConfig, cx: &mut Ctx<'_>) -> Config {
         Field::Set(limits) => validate_limits(limits, cx),
         Field::Absent | Field::Invalid => LimitsConfig::default(),
     };
+    let retry = match raw.retry {
+        Field::Set(retry) => validate_retry(retry, cx),
+        Field::Absent | Field::Invalid => RetryPolicy::default(),
+    };
+    let cooldown = match raw.cooldown {
+        Field::Set(cooldown) => validate_cooldown(cooldown, cx),
+        Field::Absent | Field::Invalid => CooldownPolicy::default(),
+    };
+    // Entries inherit the server's timeouts, so `server:` is read first
+    // wherever it sits in the file.
+    let server_timeouts = server.timeouts();
     let models: Vec<ModelEntry> = raw
         .models
         .set()
         .map(|entries| entries.0)
         .unwrap_or_default()
         .into_iter()
-        .map(|(index, model)| validate_model(index, model, cx))
+        .map(|(index, model)| validate_model(index, model, server_timeouts, cx))
         .collect();
     let api_keys: Vec<ClientKeyConfig> = raw
         .api_keys
@@ -128,16 +142,14 @@ fn validate(file: &Path, raw: RawConfig, cx: &mut Ctx<'_>) -> Config {
         models,
         api_keys,
         limits,
-        retry: super::RetryPolicy::default(),
-        cooldown: super::CooldownPolicy::default(),
+        retry,
+        cooldown,
     }
 }
 
 fn validate_server(raw: RawServer, cx: &mut Ctx<'_>) -> ServerConfig {
     let defaults = ServerConfig::default();
     ServerConfig {
-        first_byte_timeout: defaults.first_byte_timeout,
-        idle_timeout: defaults.idle_timeout,
         host: raw.host.set().unwrap_or(defaults.host),
         port: raw.port.set().map_or(defaults.port, |port| port.0),
         // Zero is allowed: the seed then shuts down at once unless idle.
@@ -175,6 +187,101 @@ fn validate_server(raw: RawServer, cx: &mut Ctx<'_>) -> ServerConfig {
             defaults.request_timeout,
             cx,
         ),
+        first_byte_timeout: positive_duration(
+            raw.first_byte_timeout,
+            "server.first_byte_timeout",
+            defaults.first_byte_timeout,
+            cx,
+        ),
+        idle_timeout: positive_duration(
+            raw.idle_timeout,
+            "server.idle_timeout",
+            defaults.idle_timeout,
+            cx,
+        ),
+    }
+}
+
+fn validate_retry(raw: RawRetry, cx: &mut Ctx<'_>) -> RetryPolicy {
+    let defaults = RetryPolicy::default();
+    let backoff_base_set = matches!(raw.backoff_base, Field::Set(_));
+    let backoff_max_set = matches!(raw.backoff_max, Field::Set(_));
+    // Zero is allowed for both: no wait at all between attempts.
+    let backoff_base = raw.backoff_base.set().unwrap_or(defaults.backoff_base);
+    let backoff_max = raw.backoff_max.set().unwrap_or(defaults.backoff_max);
+    let (backoff_base, backoff_max) = if backoff_max < backoff_base {
+        // Blame the field the user wrote; when both are written, the cap.
+        if backoff_max_set || !backoff_base_set {
+            cx.error(
+                "retry.backoff_max",
+                format!(
+                    "must not be shorter than `retry.backoff_base` ({backoff_base:?}), found \
+                     {backoff_max:?}: raise `backoff_max` or lower `backoff_base`"
+                ),
+            );
+        } else {
+            cx.error(
+                "retry.backoff_base",
+                format!(
+                    "must not be longer than `retry.backoff_max` ({backoff_max:?}, the default), \
+                     found {backoff_base:?}: lower `backoff_base` or set a larger `backoff_max`"
+                ),
+            );
+        }
+        (defaults.backoff_base, defaults.backoff_max)
+    } else {
+        (backoff_base, backoff_max)
+    };
+    let budget_ratio = match raw.budget_ratio.set() {
+        Some(ratio) if (0.0..=10.0).contains(&ratio) => ratio,
+        Some(ratio) if ratio.is_nan() => {
+            cx.error("retry.budget_ratio", "must be a number from 0 to 10");
+            defaults.budget_ratio
+        }
+        Some(ratio) => {
+            cx.error(
+                "retry.budget_ratio",
+                format!(
+                    "must be from 0 (no retries beyond `budget_min_per_second`) to 10, found {ratio}"
+                ),
+            );
+            defaults.budget_ratio
+        }
+        None => defaults.budget_ratio,
+    };
+    RetryPolicy {
+        max_attempts: at_least_one(
+            raw.max_attempts,
+            "retry.max_attempts",
+            defaults.max_attempts,
+            cx,
+        ),
+        // Zero is allowed: no retry at all, whatever `max_attempts` says.
+        max_retry_time: raw.max_retry_time.set().unwrap_or(defaults.max_retry_time),
+        backoff_base,
+        backoff_max,
+        budget_ratio,
+        budget_min_per_second: count(raw.budget_min_per_second, "retry.budget_min_per_second", cx)
+            .unwrap_or(defaults.budget_min_per_second),
+    }
+}
+
+fn validate_cooldown(raw: RawCooldown, cx: &mut Ctx<'_>) -> CooldownPolicy {
+    let defaults = CooldownPolicy::default();
+    CooldownPolicy {
+        rate_limited: positive_duration(
+            raw.rate_limited,
+            "cooldown.rate_limited",
+            defaults.rate_limited,
+            cx,
+        ),
+        failures_to_open: at_least_one(
+            raw.failures_to_open,
+            "cooldown.failures_to_open",
+            defaults.failures_to_open,
+            cx,
+        ),
+        open_for: positive_duration(raw.open_for, "cooldown.open_for", defaults.open_for, cx),
     }
 }
 
@@ -222,7 +329,12 @@ fn validate_limits(raw: RawLimits, cx: &mut Ctx<'_>) -> LimitsConfig {
     }
 }
 
-fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
+fn validate_model(
+    index: usize,
+    raw: RawModel,
+    server_timeouts: Timeouts,
+    cx: &mut Ctx<'_>,
+) -> ModelEntry {
     let at = |field: &str| format!("models[{index}].{field}");
 
     let name = match raw.name {
@@ -309,8 +421,34 @@ fn validate_model(index: usize, raw: RawModel, cx: &mut Ctx<'_>) -> ModelEntry {
         Field::Absent => input_price_per_token,
         field => price(field, &at("cached_input_price_per_token"), cx),
     };
+    let timeouts = Timeouts {
+        connect: positive_duration(
+            raw.connect_timeout,
+            &at("connect_timeout"),
+            server_timeouts.connect,
+            cx,
+        ),
+        first_byte: positive_duration(
+            raw.first_byte_timeout,
+            &at("first_byte_timeout"),
+            server_timeouts.first_byte,
+            cx,
+        ),
+        idle: positive_duration(
+            raw.idle_timeout,
+            &at("idle_timeout"),
+            server_timeouts.idle,
+            cx,
+        ),
+        total: positive_duration(
+            raw.request_timeout,
+            &at("request_timeout"),
+            server_timeouts.total,
+            cx,
+        ),
+    };
     ModelEntry {
-        timeouts: ServerConfig::default().timeouts(),
+        timeouts,
         index,
         id: count(raw.id, &at("id"), cx).unwrap_or(0),
         name,
@@ -693,6 +831,9 @@ mod tests {
         assert!(model.enabled && !model.visible && !model.stream_only);
         assert_eq!(model.input_price_per_token, 0.0);
         assert_eq!(model.cached_input_price_per_token, 0.0);
+        assert_eq!(model.timeouts, ServerConfig::default().timeouts());
+        assert_eq!(config.retry, RetryPolicy::default());
+        assert_eq!(config.cooldown, CooldownPolicy::default());
 
         let key = load("api_keys:\n  - key: k\n").api_keys.remove(0);
         assert_eq!(key.budget, None);
@@ -703,7 +844,8 @@ mod tests {
     fn server_fields() {
         let server = load(
             "server:\n  host: 127.0.0.1\n  port: 9000\n  shutdown_timeout: 0s\n  max_body_bytes: 1024\n  \
-             sse_keepalive: 15s\n  max_sse_event_bytes: 2048\n  connect_timeout: 3s\n  request_timeout: 1h\n",
+             sse_keepalive: 15s\n  max_sse_event_bytes: 2048\n  connect_timeout: 3s\n  request_timeout: 1h\n  \
+             first_byte_timeout: 45s\n  idle_timeout: 1m30s\n",
         )
         .server;
         assert_eq!(
@@ -717,7 +859,17 @@ mod tests {
                 max_sse_event_bytes: 2048,
                 connect_timeout: Duration::from_secs(3),
                 request_timeout: Duration::from_secs(3600),
-                ..ServerConfig::default()
+                first_byte_timeout: Duration::from_secs(45),
+                idle_timeout: Duration::from_secs(90),
+            }
+        );
+        assert_eq!(
+            server.timeouts(),
+            Timeouts {
+                connect: Duration::from_secs(3),
+                first_byte: Duration::from_secs(45),
+                idle: Duration::from_secs(90),
+                total: Duration::from_secs(3600),
             }
         );
     }
@@ -736,6 +888,261 @@ mod tests {
                 "7: server.connect_timeout: must be greater than zero",
                 "8: server.request_timeout: expected a duration such as `10s`, `1m30s` or `500ms` \
                  (units: ns, us, ms, s, m, h), found `1 hour`",
+            ],
+        );
+        check(
+            "server:\n  first_byte_timeout: 0s\n  idle_timeout: 5\n  idle_timout: 5s\n  \
+             first_byte: 1s\n",
+            &[
+                "2: server.first_byte_timeout: must be greater than zero",
+                "3: server.idle_timeout: expected a duration such as `10s`, `1m30s` or `500ms` \
+                 (units: ns, us, ms, s, m, h), found the bare number 5 (add a unit, e.g. `5s`)",
+                "4: server.idle_timout: unknown field, did you mean `idle_timeout`?",
+                "5: server.first_byte: unknown field",
+            ],
+        );
+    }
+
+    #[test]
+    fn model_timeouts_default_to_the_servers() {
+        // `server:` after `models:` still gives the entries their defaults.
+        let config = load(
+            "models:\n  - name: a\n  - name: b\n    connect_timeout: 1s\n    first_byte_timeout: 2s\n    \
+             idle_timeout: 3s\n    request_timeout: 4s\n  - name: c\n    idle_timeout: 250ms\n\
+             server:\n  connect_timeout: 5s\n  first_byte_timeout: 6s\n  idle_timeout: 7s\n  \
+             request_timeout: 8s\n",
+        );
+        let server = Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(6),
+            idle: Duration::from_secs(7),
+            total: Duration::from_secs(8),
+        };
+        assert_eq!(config.server.timeouts(), server);
+        let timeouts: Vec<Timeouts> = config.models.iter().map(|model| model.timeouts).collect();
+        assert_eq!(
+            timeouts,
+            [
+                server,
+                Timeouts {
+                    connect: Duration::from_secs(1),
+                    first_byte: Duration::from_secs(2),
+                    idle: Duration::from_secs(3),
+                    total: Duration::from_secs(4),
+                },
+                Timeouts {
+                    idle: Duration::from_millis(250),
+                    ..server
+                },
+            ]
+        );
+        // Without `server:`, the built-in defaults.
+        assert_eq!(
+            load(MOCK).models[0].timeouts,
+            ServerConfig::default().timeouts()
+        );
+        // An entry may also set a timeout longer than the server's.
+        assert_eq!(
+            load("models:\n  - name: m\n    request_timeout: 2h\n").models[0]
+                .timeouts
+                .total,
+            Duration::from_secs(7200)
+        );
+    }
+
+    #[test]
+    fn model_timeout_errors() {
+        check(
+            "models:\n  - name: m\n    connect_timeout: 0s\n    first_byte_timeout: 30\n    \
+             idle_timeout: -1s\n    request_timeout: soon\n    idle_timout: 1s\n    \
+             first_byte_timout: 1s\n",
+            &[
+                "3: models[0].connect_timeout: must be greater than zero",
+                "4: models[0].first_byte_timeout: expected a duration such as `10s`, `1m30s` or \
+                 `500ms` (units: ns, us, ms, s, m, h), found the bare number 30 (add a unit, e.g. `30s`)",
+                "5: models[0].idle_timeout: must not be negative",
+                "6: models[0].request_timeout: expected a duration such as `10s`, `1m30s` or \
+                 `500ms` (units: ns, us, ms, s, m, h), found `soon`",
+                "7: models[0].idle_timout: unknown field, did you mean `idle_timeout`?",
+                "8: models[0].first_byte_timout: unknown field, did you mean `first_byte_timeout`?",
+            ],
+        );
+        // A bad server timeout is reported once, and the entries fall back
+        // to the default rather than repeating the error.
+        check(
+            "server:\n  idle_timeout: 0s\nmodels:\n  - name: m\n",
+            &["2: server.idle_timeout: must be greater than zero"],
+        );
+    }
+
+    #[test]
+    fn retry_fields() {
+        let retry = load(
+            "retry:\n  max_attempts: 3\n  max_retry_time: 10s\n  backoff_base: 100ms\n  \
+             backoff_max: 1s\n  budget_ratio: 0.5\n  budget_min_per_second: 0\n",
+        )
+        .retry;
+        assert_eq!(
+            retry,
+            RetryPolicy {
+                max_attempts: NonZeroU64::new(3).unwrap(),
+                max_retry_time: Duration::from_secs(10),
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                budget_ratio: 0.5,
+                budget_min_per_second: 0,
+            }
+        );
+        assert_eq!(
+            RetryPolicy::default(),
+            RetryPolicy {
+                max_attempts: NonZeroU64::new(5).unwrap(),
+                max_retry_time: Duration::from_secs(30),
+                backoff_base: Duration::from_millis(50),
+                backoff_max: Duration::from_secs(2),
+                budget_ratio: 0.2,
+                budget_min_per_second: 10,
+            }
+        );
+        assert_eq!(load("retry: {}\n").retry, RetryPolicy::default());
+        assert_eq!(load("retry:\n").retry, RetryPolicy::default());
+        // The edges: one attempt (no retry), no wait, equal base and cap,
+        // the whole ratio range, and an integer ratio.
+        let retry = load(
+            "retry:\n  max_attempts: 1\n  max_retry_time: 0s\n  backoff_base: 0s\n  backoff_max: 0s\n  \
+             budget_ratio: 10\n",
+        )
+        .retry;
+        assert_eq!(retry.max_attempts, NonZeroU64::MIN);
+        assert_eq!(retry.max_retry_time, Duration::ZERO);
+        assert_eq!(
+            (retry.backoff_base, retry.backoff_max),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        assert_eq!(retry.budget_ratio, 10.0);
+        assert_eq!(load("retry:\n  budget_ratio: 0\n").retry.budget_ratio, 0.0);
+        // Only the base given, below the default cap; only the cap, above
+        // the default base.
+        let retry = load("retry:\n  backoff_base: 1s\n").retry;
+        assert_eq!(
+            (retry.backoff_base, retry.backoff_max),
+            (Duration::from_secs(1), Duration::from_secs(2))
+        );
+        let retry = load("retry:\n  backoff_max: 60ms\n").retry;
+        assert_eq!(
+            (retry.backoff_base, retry.backoff_max),
+            (Duration::from_millis(50), Duration::from_millis(60))
+        );
+    }
+
+    #[test]
+    fn retry_errors() {
+        check(
+            "retry:\n  max_attempts: 0\n  max_retry_time: 30\n  backoff_base: 1s\n  backoff_max: 500ms\n  \
+             budget_ratio: 11\n  budget_min_per_second: -1\n  max_atempts: 2\n",
+            &[
+                "2: retry.max_attempts: must be at least 1, found 0",
+                "3: retry.max_retry_time: expected a duration such as `10s`, `1m30s` or `500ms` \
+                 (units: ns, us, ms, s, m, h), found the bare number 30 (add a unit, e.g. `30s`)",
+                "5: retry.backoff_max: must not be shorter than `retry.backoff_base` (1s), found \
+                 500ms: raise `backoff_max` or lower `backoff_base`",
+                "6: retry.budget_ratio: must be from 0 (no retries beyond `budget_min_per_second`) \
+                 to 10, found 11",
+                "7: retry.budget_min_per_second: must not be negative, found -1",
+                "8: retry.max_atempts: unknown field, did you mean `max_attempts`?",
+            ],
+        );
+        // Only the base written, above the default cap: the base is blamed.
+        check(
+            "retry:\n  backoff_base: 5s\n",
+            &[
+                "2: retry.backoff_base: must not be longer than `retry.backoff_max` (2s, the \
+               default), found 5s: lower `backoff_base` or set a larger `backoff_max`",
+            ],
+        );
+        // Only the cap written, below the default base: the cap is blamed.
+        check(
+            "retry:\n  backoff_max: 10ms\n",
+            &["2: retry.backoff_max: must not be shorter than `retry.backoff_base` (50ms), found \
+               10ms: raise `backoff_max` or lower `backoff_base`"],
+        );
+        check(
+            "retry:\n  budget_ratio: -0.1\n  max_attempts: 1.5\n  backoff_max: -1s\n\
+             retyr: {}\n",
+            &[
+                "2: retry.budget_ratio: must be from 0 (no retries beyond `budget_min_per_second`) \
+                 to 10, found -0.1",
+                "3: retry.max_attempts: expected an integer, found the number 1.5",
+                "4: retry.backoff_max: must not be negative",
+                "5: retyr: unknown field, did you mean `retry`?",
+            ],
+        );
+        check(
+            "retry:\n  budget_ratio: .nan\n  budget_min_per_second: \"5\"\n",
+            &[
+                "2: retry.budget_ratio: must be a number from 0 to 10",
+                "3: retry.budget_min_per_second: expected an integer, found a string (write it \
+                 without quotes)",
+            ],
+        );
+        check(
+            "retry: 3\n",
+            &["1: retry: expected a mapping of `key: value` fields, found the number 3"],
+        );
+    }
+
+    #[test]
+    fn cooldown_fields() {
+        let cooldown =
+            load("cooldown:\n  rate_limited: 1m\n  failures_to_open: 3\n  open_for: 15s\n")
+                .cooldown;
+        assert_eq!(
+            cooldown,
+            CooldownPolicy {
+                rate_limited: Duration::from_secs(60),
+                failures_to_open: NonZeroU64::new(3).unwrap(),
+                open_for: Duration::from_secs(15),
+            }
+        );
+        assert_eq!(
+            CooldownPolicy::default(),
+            CooldownPolicy {
+                rate_limited: Duration::from_secs(30),
+                failures_to_open: NonZeroU64::new(5).unwrap(),
+                open_for: Duration::from_secs(30),
+            }
+        );
+        assert_eq!(load("cooldown: {}\n").cooldown, CooldownPolicy::default());
+        assert_eq!(
+            load("cooldown:\n  failures_to_open: 1\n").cooldown,
+            CooldownPolicy {
+                failures_to_open: NonZeroU64::MIN,
+                ..CooldownPolicy::default()
+            }
+        );
+    }
+
+    #[test]
+    fn cooldown_errors() {
+        check(
+            "cooldown:\n  rate_limited: 0s\n  failures_to_open: 0\n  open_for: 30\n  open_fro: 1s\n\
+             cooldwn: {}\n",
+            &[
+                "2: cooldown.rate_limited: must be greater than zero",
+                "3: cooldown.failures_to_open: must be at least 1, found 0",
+                "4: cooldown.open_for: expected a duration such as `10s`, `1m30s` or `500ms` \
+                 (units: ns, us, ms, s, m, h), found the bare number 30 (add a unit, e.g. `30s`)",
+                "5: cooldown.open_fro: unknown field, did you mean `open_for`?",
+                "6: cooldwn: unknown field, did you mean `cooldown`?",
+            ],
+        );
+        check(
+            "cooldown:\n  failures_to_open: -2\n  open_for: 0ms\n  rate_limited: [1s]\n",
+            &[
+                "2: cooldown.failures_to_open: must be at least 1, found -2",
+                "3: cooldown.open_for: must be greater than zero",
+                "4: cooldown.rate_limited: expected a duration such as `10s`, `1m30s` or `500ms` \
+                 (units: ns, us, ms, s, m, h), found a list",
             ],
         );
     }
