@@ -35,14 +35,14 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// is noticed during a long stream. The seed used 30 s.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
-/// The settings every HTTP adapter applies to its calls, taken from `server:`.
+/// The settings of one [`HttpClient`], taken from `server:`. The other
+/// upstream timeouts (first byte, idle, total) belong to each model entry
+/// and are enforced by its adapter; only the connect timeout has to live in
+/// the client, because connections are made by the pool, not by a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamSettings {
     /// TCP connect plus TLS handshake.
     pub connect_timeout: Duration,
-    /// One whole attempt, from sending the request to the end of the answer
-    /// (the last chunk of a stream included).
-    pub request_timeout: Duration,
     /// The largest SSE event accepted from an upstream.
     pub max_sse_event_bytes: usize,
 }
@@ -51,7 +51,6 @@ impl From<&ServerConfig> for UpstreamSettings {
     fn from(config: &ServerConfig) -> Self {
         Self {
             connect_timeout: config.connect_timeout,
-            request_timeout: config.request_timeout,
             max_sse_event_bytes: config.max_sse_event_bytes,
         }
     }
@@ -125,6 +124,26 @@ impl HttpClient {
 
     pub fn settings(&self) -> &UpstreamSettings {
         &self.settings
+    }
+
+    /// A client whose connections are bounded by `connect_timeout`: this one
+    /// (a cheap clone sharing the pool) when it already is, else a new client
+    /// with its own pool and the same other settings.
+    ///
+    /// A separate client rather than a per-request timeout: hyper-util's
+    /// pool makes connections on its own behalf (its connector sees only the
+    /// URI, and a connect it started may end up serving another request), so
+    /// a connect timeout can only belong to the pool that connects. Build one
+    /// per distinct timeout, not per entry, so entries that agree share
+    /// connections; [`crate::OpenAiFactory`] does.
+    pub fn with_connect_timeout(&self, connect_timeout: Duration) -> Result<Self, ClientError> {
+        if connect_timeout == self.settings.connect_timeout {
+            return Ok(self.clone());
+        }
+        Self::with_settings(UpstreamSettings {
+            connect_timeout,
+            ..self.settings
+        })
     }
 
     /// Sends a request. The future resolves when the response head arrived;
@@ -322,5 +341,24 @@ mod tests {
     fn client_builds_without_a_runtime() {
         let client = HttpClient::new(&ServerConfig::default()).unwrap();
         assert_eq!(client.settings().max_sse_event_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn another_connect_timeout_keeps_the_other_settings() {
+        let client = HttpClient::new(&ServerConfig::default()).unwrap();
+        let same = client
+            .with_connect_timeout(client.settings().connect_timeout)
+            .unwrap();
+        assert_eq!(same.settings(), client.settings());
+        let other = client
+            .with_connect_timeout(Duration::from_millis(250))
+            .unwrap();
+        assert_eq!(
+            *other.settings(),
+            UpstreamSettings {
+                connect_timeout: Duration::from_millis(250),
+                ..*client.settings()
+            }
+        );
     }
 }

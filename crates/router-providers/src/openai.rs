@@ -12,10 +12,22 @@
 //! account details, so errors carry a safe summary (the upstream's
 //! `error.message`, truncated) and never the raw body.
 //!
-//! Time: one attempt, stream included, is bounded by `request_timeout`. An
-//! idle timeout between chunks is not implemented yet; it belongs in
-//! `EventStream::poll_next`, beside the deadline, as a second timer reset
-//! on every frame.
+//! Time: the entry's [`Timeouts`], each reported as `ProviderError::Timeout`
+//! naming the one that expired:
+//! - `connect` bounds TCP and TLS set-up; it lives in the client's connector
+//!   (see [`HttpClient::with_connect_timeout`]), so the adapter holds a
+//!   client built for the entry's value;
+//! - `first_byte` bounds the wait for the response head (connecting and
+//!   sending included);
+//! - `idle` bounds the silence between two body frames of a stream, from the
+//!   head on; any bytes count, SSE comments included, since an upstream that
+//!   sends keep-alives is alive (`total` still bounds it). It is not applied
+//!   to a non-streamed body: that arrives at once after the head;
+//! - `total` bounds the whole attempt, the last chunk of a stream included.
+//!
+//! Before the stream exists a timeout is the `Err` of `complete`/`stream`,
+//! so the engine may fail over; once it exists it is the stream's last item,
+//! and the stream drops the body, which closes the upstream request.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,14 +41,14 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use router_core::config::ModelEntry;
+use router_core::config::{ModelEntry, Timeouts};
 use router_core::provider::{ChunkStream, JsonObject};
 use router_core::{Chunk, Completion, Provider, ProviderError, ProviderRequest};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
 use url::Url;
 
-use crate::client::{read_body, retry_after, BodyError, HttpClient};
+use crate::client::{read_body, retry_after, BodyError, ClientError, HttpClient};
 use crate::sse::{SseError, SseEvent, SseParser};
 
 /// The largest non-streamed answer we read. Chat answers are far smaller;
@@ -67,13 +79,20 @@ pub enum BuildError {
     UnsupportedScheme { scheme: String },
     #[error("base_url cannot be used as a request uri: {detail}")]
     InvalidUri { detail: String },
+    #[error("could not build an http client for the entry's connect_timeout")]
+    Client {
+        #[source]
+        source: ClientError,
+    },
 }
 
 /// The adapter for one model entry.
 pub struct OpenAiProvider {
+    /// Connects within `timeouts.connect`.
     client: HttpClient,
     /// Computed once: the chat completions endpoint of the entry.
     url: Uri,
+    timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for OpenAiProvider {
@@ -86,10 +105,27 @@ impl std::fmt::Debug for OpenAiProvider {
 }
 
 impl OpenAiProvider {
+    /// The adapter for `entry`, enforcing `entry.timeouts`. `client` is used
+    /// as it is when its connect timeout is the entry's; otherwise the
+    /// adapter gets a client of its own (and so a pool of its own) with the
+    /// entry's. Pass a matching client to share connections, as
+    /// [`crate::OpenAiFactory`] does.
     pub fn new(client: HttpClient, entry: &ModelEntry) -> Result<Self, BuildError> {
         let base = entry.base_url.as_ref().ok_or(BuildError::MissingBaseUrl)?;
         let url = chat_completions_url(base, entry.base_url_direct)?;
-        Ok(Self { client, url })
+        let client = client
+            .with_connect_timeout(entry.timeouts.connect)
+            .map_err(|source| BuildError::Client { source })?;
+        Ok(Self {
+            client,
+            url,
+            timeouts: entry.timeouts,
+        })
+    }
+
+    /// The timeouts this adapter enforces.
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
     }
 
     /// Where requests go.
@@ -135,12 +171,23 @@ impl OpenAiProvider {
             })
     }
 
+    /// Sends `request` and waits for the response head, within `first_byte`.
+    async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<Incoming>, ProviderError> {
+        let after = self.timeouts.first_byte;
+        tokio::time::timeout(after, self.client.send(request))
+            .await
+            .unwrap_or(Err(ProviderError::Timeout { after }))
+    }
+
     async fn complete_within_deadline(
         &self,
         request: ProviderRequest,
     ) -> Result<Completion, ProviderError> {
         let request = self.request(request, false)?;
-        let response = self.client.send(request).await?;
+        let response = self.send(request).await?;
         let (head, body) = response.into_parts();
         if !head.status.is_success() {
             return Err(status_error(head.status, &head.headers, body).await);
@@ -160,7 +207,7 @@ impl OpenAiProvider {
 
     async fn open_stream(&self, request: ProviderRequest) -> Result<Incoming, ProviderError> {
         let request = self.request(request, true)?;
-        let response = self.client.send(request).await?;
+        let response = self.send(request).await?;
         let (head, body) = response.into_parts();
         if !head.status.is_success() {
             return Err(status_error(head.status, &head.headers, body).await);
@@ -181,25 +228,27 @@ impl OpenAiProvider {
 #[async_trait]
 impl Provider for OpenAiProvider {
     async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
-        let after = self.client.settings().request_timeout;
+        let after = self.timeouts.total;
         tokio::time::timeout(after, self.complete_within_deadline(request))
             .await
             .unwrap_or(Err(ProviderError::Timeout { after }))
     }
 
     async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
-        let settings = *self.client.settings();
-        let after = settings.request_timeout;
+        let total = self.timeouts.total;
         // One deadline for the whole attempt: the head here, the chunks later.
-        let deadline = Instant::now() + after;
+        let deadline = Instant::now() + total;
         let body = tokio::time::timeout_at(deadline, self.open_stream(request))
             .await
-            .unwrap_or(Err(ProviderError::Timeout { after }))?;
+            .unwrap_or(Err(ProviderError::Timeout { after: total }))?;
+        let idle_timeout = self.timeouts.idle;
         Ok(Box::pin(EventStream {
             body: Some(body),
-            parser: SseParser::new(settings.max_sse_event_bytes),
+            parser: SseParser::new(self.client.settings().max_sse_event_bytes),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            request_timeout: after,
+            total_timeout: total,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            idle_timeout,
         }))
     }
 }
@@ -382,10 +431,14 @@ struct EventStream {
     /// `None` once the stream ended, by `[DONE]`, an error or the deadline.
     body: Option<Incoming>,
     parser: SseParser,
-    /// The end of the attempt's `request_timeout`. Boxed because `Sleep` is
+    /// The end of the attempt's `total` timeout. Boxed because `Sleep` is
     /// not `Unpin`; one allocation per stream.
     deadline: Pin<Box<Sleep>>,
-    request_timeout: Duration,
+    total_timeout: Duration,
+    /// When the silence since the last body frame becomes too long; moved
+    /// forward on every frame. Boxed like `deadline`.
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
 }
 
 impl EventStream {
@@ -452,15 +505,25 @@ impl Stream for EventStream {
                 }
             }
             if this.deadline.as_mut().poll(cx).is_ready() {
-                let after = this.request_timeout;
+                let after = this.total_timeout;
                 return this.fail(ProviderError::Timeout { after });
             }
             let Some(body) = this.body.as_mut() else {
                 return Poll::Ready(None);
             };
             match Pin::new(body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Only checked when nothing is waiting: a frame already
+                    // received is not silence, however late it is read.
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        let after = this.idle_timeout;
+                        return this.fail(ProviderError::Timeout { after });
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(frame))) => {
+                    let next_idle = Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(next_idle);
                     // Trailers carry nothing we use.
                     if let Some(data) = frame.data_ref() {
                         this.parser.feed(data);

@@ -4,9 +4,10 @@
 //! third-party factory it links), then asks it for the provider of each model
 //! entry by the entry's `provider` name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use router_core::config::{ModelEntry, MOCK_PROVIDER, OPENAI_PROVIDER};
 use router_core::provider::ProviderFactory;
@@ -16,22 +17,60 @@ use crate::client::HttpClient;
 use crate::mock::MockProvider;
 use crate::openai::OpenAiProvider;
 
-/// Builds [`OpenAiProvider`]s that share one pooled client.
+/// Builds [`OpenAiProvider`]s that share pooled clients: the one it was
+/// given, for every entry with that client's connect timeout, and one more
+/// per other connect timeout that entries set (a connect timeout belongs to
+/// the pool that connects; see [`HttpClient::with_connect_timeout`]).
 #[derive(Debug, Clone)]
 pub struct OpenAiFactory {
-    client: HttpClient,
+    /// The clients by connect timeout, the given one included. Behind a
+    /// mutex because `build` takes `&self` and may run on several threads;
+    /// it is held only to look up or insert (building a client is
+    /// synchronous and quick), never across an `.await`. Clones of the
+    /// factory share it, so they share the clients too.
+    clients: Arc<Mutex<HashMap<Duration, HttpClient>>>,
+    /// The given client, the model for the others.
+    base: HttpClient,
 }
 
 impl OpenAiFactory {
     pub fn new(client: HttpClient) -> Self {
-        Self { client }
+        let clients = HashMap::from([(client.settings().connect_timeout, client.clone())]);
+        Self {
+            clients: Arc::new(Mutex::new(clients)),
+            base: client,
+        }
+    }
+
+    /// The client for `connect_timeout`, built on first use.
+    fn client_for(&self, connect_timeout: Duration) -> Result<HttpClient, String> {
+        // A panic elsewhere cannot leave the map half-updated: an insert is
+        // the only write.
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = clients.get(&connect_timeout) {
+            return Ok(client.clone());
+        }
+        let client = self
+            .base
+            .with_connect_timeout(connect_timeout)
+            .map_err(|error| error.to_string())?;
+        clients.insert(connect_timeout, client.clone());
+        Ok(client)
+    }
+
+    /// How many distinct clients (so pools) the factory holds.
+    pub fn client_count(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
 impl ProviderFactory for OpenAiFactory {
     fn build(&self, entry: &ModelEntry) -> Result<Arc<dyn Provider>, String> {
-        let provider =
-            OpenAiProvider::new(self.client.clone(), entry).map_err(|error| error.to_string())?;
+        let client = self.client_for(entry.timeouts.connect)?;
+        let provider = OpenAiProvider::new(client, entry).map_err(|error| error.to_string())?;
         Ok(Arc::new(provider))
     }
 }
@@ -150,6 +189,29 @@ mod tests {
         assert!(registry
             .build(&entry("openai", Some("https://api.example.com/v1")))
             .is_ok());
+    }
+
+    #[test]
+    fn one_client_per_distinct_connect_timeout() {
+        let server = ServerConfig::default();
+        let factory = OpenAiFactory::new(HttpClient::new(&server).unwrap());
+        let with_connect = |millis: u64| {
+            let mut entry = entry("openai", Some("https://api.example.com/v1"));
+            entry.timeouts.connect = Duration::from_millis(millis);
+            entry
+        };
+        assert_eq!(factory.client_count(), 1);
+        // The server's own timeout reuses the given client.
+        let mut same = with_connect(0);
+        same.timeouts.connect = server.connect_timeout;
+        factory.build(&same).unwrap();
+        assert_eq!(factory.client_count(), 1);
+        factory.build(&with_connect(500)).unwrap();
+        factory.build(&with_connect(500)).unwrap();
+        assert_eq!(factory.client_count(), 2);
+        // Clones share the clients.
+        factory.clone().build(&with_connect(700)).unwrap();
+        assert_eq!(factory.client_count(), 3);
     }
 
     #[test]

@@ -9,17 +9,24 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use router_core::config::ModelEntry;
+use router_core::config::{ModelEntry, Timeouts};
 use router_core::provider::{ChunkStream, ErrorKind, JsonObject};
 use router_core::{Completion, Provider, ProviderError, ProviderRequest, Secret};
-use router_providers::{HttpClient, OpenAiProvider, UpstreamSettings};
+use router_providers::{HttpClient, OpenAiProvider, Registry, UpstreamSettings};
 use serde_json::{json, Value};
 use support::{fixture, End, Reply, Upstream};
 
 const SETTINGS: UpstreamSettings = UpstreamSettings {
     connect_timeout: Duration::from_secs(2),
-    request_timeout: Duration::from_secs(10),
     max_sse_event_bytes: 8 * 1024 * 1024,
+};
+
+/// Generous timeouts, for the tests that are not about time.
+const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    first_byte: Duration::from_secs(10),
+    idle: Duration::from_secs(10),
+    total: Duration::from_secs(10),
 };
 
 fn entry(base_url: &str, direct: bool) -> ModelEntry {
@@ -28,8 +35,19 @@ fn entry(base_url: &str, direct: bool) -> ModelEntry {
         base_url: Some(url::Url::parse(base_url).unwrap()),
         base_url_direct: direct,
         is_openai_compatibility: true,
+        timeouts: TIMEOUTS,
         ..ModelEntry::new("gpt", "openai")
     }
+}
+
+/// A provider for `upstream` whose entry has `timeouts`.
+fn provider_timed(upstream: &Upstream, timeouts: Timeouts) -> OpenAiProvider {
+    let client = HttpClient::with_settings(SETTINGS).unwrap();
+    let entry = ModelEntry {
+        timeouts,
+        ..entry(&upstream.url("/v1"), false)
+    };
+    OpenAiProvider::new(client, &entry).unwrap()
 }
 
 fn provider_with(
@@ -646,9 +664,9 @@ async fn refused_connection_is_a_connect_error() {
 
 #[tokio::test]
 async fn a_silent_upstream_times_out() {
-    let settings = UpstreamSettings {
-        request_timeout: Duration::from_millis(300),
-        ..SETTINGS
+    let timeouts = Timeouts {
+        total: Duration::from_millis(300),
+        ..TIMEOUTS
     };
     let upstream = Upstream::start(|sent| {
         let body: Value = serde_json::from_slice(&sent.body).unwrap();
@@ -664,10 +682,10 @@ async fn a_silent_upstream_times_out() {
         }
     })
     .await;
-    let provider = provider_with(&upstream, "/v1", false, settings);
+    let provider = provider_timed(&upstream, timeouts);
     let started = tokio::time::Instant::now();
     let error = provider.complete(request(false, None)).await.unwrap_err();
-    assert!(matches!(error, ProviderError::Timeout { after } if after == settings.request_timeout));
+    assert!(matches!(error, ProviderError::Timeout { after } if after == timeouts.total));
     assert!(started.elapsed() < Duration::from_secs(5));
 
     let started = tokio::time::Instant::now();
@@ -683,17 +701,230 @@ async fn a_silent_upstream_times_out() {
 async fn an_upstream_that_never_answers_times_out() {
     // A listener that never accepts still completes the TCP handshake (the
     // kernel does it), so this checks the head wait, not the TCP connect;
-    // what it shows is that nothing waits beyond request_timeout.
+    // what it shows is that nothing waits beyond the total timeout.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let settings = UpstreamSettings {
-        request_timeout: Duration::from_millis(300),
-        ..SETTINGS
+    let client = HttpClient::with_settings(SETTINGS).unwrap();
+    let entry = ModelEntry {
+        timeouts: Timeouts {
+            total: Duration::from_millis(300),
+            ..TIMEOUTS
+        },
+        ..entry(&format!("http://{addr}/v1"), false)
     };
-    let client = HttpClient::with_settings(settings).unwrap();
-    let provider =
-        OpenAiProvider::new(client, &entry(&format!("http://{addr}/v1"), false)).unwrap();
+    let provider = OpenAiProvider::new(client, &entry).unwrap();
     let error = provider.complete(request(false, None)).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Timeout, "{error:?}");
     drop(listener);
+}
+
+/// Asserts `item` is a timeout after `expected`.
+#[track_caller]
+fn assert_timeout<T: std::fmt::Debug>(item: &Result<T, ProviderError>, expected: Duration) {
+    match item {
+        Err(ProviderError::Timeout { after }) => assert_eq!(*after, expected),
+        other => panic!("expected a timeout after {expected:?}, got {other:?}"),
+    }
+}
+
+const SHORT: Duration = Duration::from_millis(50);
+
+#[tokio::test]
+async fn a_late_head_is_a_first_byte_timeout() {
+    let upstream = Upstream::start(|sent| {
+        let body: Value = serde_json::from_slice(&sent.body).unwrap();
+        if body["stream"] == true {
+            Reply::sse("data: {\"id\":\"1\"}\n\ndata: [DONE]\n\n").after(Duration::from_secs(5))
+        } else {
+            Reply::json(200, fixture("chat_completion.json")).after(Duration::from_secs(5))
+        }
+    })
+    .await;
+    let provider = provider_timed(
+        &upstream,
+        Timeouts {
+            first_byte: SHORT,
+            ..TIMEOUTS
+        },
+    );
+    // Both are errors of the call itself, so the engine can still fail over.
+    let started = tokio::time::Instant::now();
+    assert_timeout(&provider.complete(request(false, None)).await, SHORT);
+    assert_timeout(&provider.stream(request(true, None)).await.map(drop), SHORT);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn first_byte_does_not_bound_the_body() {
+    // The head at once, then events 30 ms apart: longer in all than the
+    // first-byte timeout, never silent for longer than the idle one.
+    let events: String = (0..6)
+        .map(|i| format!("data: {{\"id\":\"{i}\"}}\n\n"))
+        .chain(["data: [DONE]\n\n".to_owned()])
+        .collect();
+    let upstream = Upstream::start(move |_| {
+        Reply::sse(events.clone()).in_pieces(18, Duration::from_millis(30), End::Finish)
+    })
+    .await;
+    let provider = provider_timed(
+        &upstream,
+        Timeouts {
+            first_byte: SHORT,
+            idle: Duration::from_millis(500),
+            ..TIMEOUTS
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let items = drain(provider.stream(request(true, None)).await.unwrap()).await;
+    assert!(started.elapsed() > SHORT);
+    let ids: Vec<Value> = items
+        .into_iter()
+        .map(|item| item.unwrap()["id"].clone())
+        .collect();
+    assert_eq!(ids, ["0", "1", "2", "3", "4", "5"]);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_is_an_idle_timeout_and_closes_the_upstream_request() {
+    // One event, then nothing for 5 s.
+    let upstream =
+        Upstream::start(|_| {
+            Reply::sse("data: {\"id\":\"1\"}\n\ndata: {\"id\":\"2\"}\n\ndata: [DONE]\n\n")
+                .in_pieces(18, Duration::from_secs(5), End::Finish)
+        })
+        .await;
+    let provider = provider_timed(
+        &upstream,
+        Timeouts {
+            idle: SHORT,
+            ..TIMEOUTS
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let mut stream = provider.stream(request(true, None)).await.unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.0["id"], "1");
+    // The timeout comes once, as the last item; the stream is not dropped yet.
+    assert_timeout(&stream.next().await.unwrap(), SHORT);
+    assert!(stream.next().await.is_none());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        upstream.body_abandoned_within(Duration::from_secs(1)).await,
+        "the upstream request stayed open after the idle timeout"
+    );
+    drop(stream);
+}
+
+#[tokio::test]
+async fn silence_before_the_first_event_is_an_idle_timeout_too() {
+    // The head and a comment at once, then silence: the stream's first item
+    // is the timeout, which the engine's peek treats as a failed attempt.
+    let upstream = Upstream::start(|_| {
+        Reply::sse(": opened\n\ndata: {\"id\":\"1\"}\n\n").in_pieces(
+            10,
+            Duration::from_secs(5),
+            End::Finish,
+        )
+    })
+    .await;
+    let provider = provider_timed(
+        &upstream,
+        Timeouts {
+            idle: SHORT,
+            ..TIMEOUTS
+        },
+    );
+    let items = tokio::time::timeout(
+        Duration::from_secs(1),
+        drain(provider.stream(request(true, None)).await.unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_timeout(&items[0], SHORT);
+}
+
+#[tokio::test]
+async fn keep_alive_comments_hold_off_the_idle_timeout_but_not_the_total() {
+    // One event, then an SSE comment every 20 ms forever.
+    let upstream = Upstream::start(|_| {
+        Reply::sse("data: {\"id\":\"1\"}\n\n").in_pieces(1024, Duration::ZERO, End::KeepOpen)
+    })
+    .await;
+    let total = Duration::from_millis(300);
+    let provider = provider_timed(
+        &upstream,
+        Timeouts {
+            idle: SHORT,
+            total,
+            ..TIMEOUTS
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let items = drain(provider.stream(request(true, None)).await.unwrap()).await;
+    assert!(started.elapsed() >= total);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert_eq!(items[0].as_ref().unwrap()["id"], "1");
+    assert_timeout(&items[1], total);
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_stream_hits_the_total_timeout() {
+    // An event every 20 ms for 2 s: never idle, but longer than allowed.
+    let events: String = (0..100)
+        .map(|i| format!("data: {{\"id\":\"{i:02}\"}}\n\n"))
+        .collect();
+    let upstream = Upstream::start(move |_| {
+        Reply::sse(events.clone()).in_pieces(19, Duration::from_millis(20), End::Finish)
+    })
+    .await;
+    let total = Duration::from_millis(200);
+    let provider = provider_timed(
+        &upstream,
+        Timeouts {
+            idle: Duration::from_millis(150),
+            total,
+            ..TIMEOUTS
+        },
+    );
+    let started = tokio::time::Instant::now();
+    let mut items = drain(provider.stream(request(true, None)).await.unwrap()).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_timeout(&items.pop().unwrap(), total);
+    assert!(items.len() >= 3, "{items:?}");
+    assert!(items.len() < 100, "{items:?}");
+    assert!(items.iter().all(Result::is_ok));
+    assert!(
+        upstream.body_abandoned_within(Duration::from_secs(1)).await,
+        "the upstream request stayed open after the total timeout"
+    );
+}
+
+#[tokio::test]
+async fn an_entrys_timeouts_beat_the_servers() {
+    // The head comes after 500 ms: within the server's first-byte timeout,
+    // beyond the entry's override.
+    let upstream = Upstream::start(|_| {
+        Reply::json(200, fixture("chat_completion.json")).after(Duration::from_millis(500))
+    })
+    .await;
+    let base_url = upstream.url("/v1");
+    let yaml = format!(
+        "server:\n  first_byte_timeout: 10s\n  idle_timeout: 10s\n\
+         models:\n  - name: quick\n    provider: openai\n    base_url: {base_url}\n    \
+         first_byte_timeout: 50ms\n    enabled: true\n  \
+         - name: patient\n    provider: openai\n    base_url: {base_url}\n    enabled: true\n"
+    );
+    let config =
+        router_core::config::parse(std::path::Path::new("test.yaml"), &yaml, &|_| None).unwrap();
+    let registry = Registry::builtin(HttpClient::new(&config.server).unwrap());
+    let quick = registry.build(&config.models[0]).unwrap();
+    let patient = registry.build(&config.models[1]).unwrap();
+
+    let started = tokio::time::Instant::now();
+    assert_timeout(&quick.complete(request(false, None)).await, SHORT);
+    assert!(started.elapsed() < Duration::from_millis(400));
+    // The other entry keeps the server's 10 s and gets its answer.
+    assert!(patient.complete(request(false, None)).await.is_ok());
 }
