@@ -170,10 +170,11 @@ pub struct ServerConfig {
     /// `server.request_timeout`: whole upstream attempt, default 30m (the seed's).
     pub request_timeout: Duration,
     /// `server.first_byte_timeout`: from sending a request upstream to its
-    /// response head, default 2m.
+    /// response head, default 10m (a non-streamed answer's head usually comes
+    /// only when the whole answer is ready, and reasoning models take minutes).
     pub first_byte_timeout: Duration,
-    /// `server.idle_timeout`: the longest silence between two chunks of an
-    /// upstream stream, default 2m.
+    /// `server.idle_timeout`: the longest silence between two pieces of an
+    /// upstream stream, default 5m.
     pub idle_timeout: Duration,
 }
 
@@ -200,8 +201,8 @@ impl Default for ServerConfig {
             max_sse_event_bytes: 8 * 1024 * 1024,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30 * 60),
-            first_byte_timeout: Duration::from_secs(120),
-            idle_timeout: Duration::from_secs(120),
+            first_byte_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
