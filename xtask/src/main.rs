@@ -1,8 +1,9 @@
 //! The project's build system, run as `cargo xtask <command>`.
 //!
-//! It owns the checks that CI runs (`ci`), the architecture invariants (`tidy`) and the
-//! OpenAI SDK conformance run (`conformance`). It shells out to cargo, rustfmt and
-//! Python rather than linking them, so it stays a small program with two dependencies.
+//! It owns the checks that CI runs (`ci`), the architecture invariants (`tidy`), the
+//! OpenAI SDK conformance run (`conformance`) and the time-bounded fuzzing run (`fuzz`).
+//! It shells out to cargo, rustfmt and Python rather than linking them, so it stays a
+//! small program with two dependencies.
 
 // xtask is a command-line tool whose whole interface is what it prints: the workspace
 // lints that keep library crates quiet do not apply to it.
@@ -10,6 +11,7 @@
 
 mod ci;
 mod conformance;
+mod fuzz;
 mod metadata;
 mod process;
 mod tidy;
@@ -24,6 +26,10 @@ commands:
   ci           fmt check, clippy, tidy, tests, doc tests, conformance (stops at the first failure)
   tidy         check the workspace's architecture invariants
   conformance  run the OpenAI SDK conformance checks (Python openai + Rust async-openai)
+  fuzz [--seconds N]
+               run each fuzz target (sse, request, config) for N seconds (default 30):
+               proptest mutations of fuzz/corpus/<target>/ on stable Rust; failing
+               inputs go to target/fuzz-failures/<target>/ (not part of `ci`)
   bench        not implemented yet
 ";
 
@@ -34,6 +40,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&root),
         Some("tidy") => tidy::run(&root),
         Some("conformance") => conformance::run(&root),
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("bench") => Err(anyhow::anyhow!(
             "`cargo xtask bench` is not implemented yet"
         )),
