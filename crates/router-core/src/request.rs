@@ -186,7 +186,10 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), ChatError> {
             None | Some(Value::Null) => {
                 return Err(invalid(
                     &format!("messages[{index}].content"),
-                    format!("`messages[{index}].content` is required for role `{role}`"),
+                    format!(
+                        "`messages[{index}].content` is required for role `{}`",
+                        crate::error::shorten(role)
+                    ),
                 ))
             }
             Some(other) => {

@@ -122,11 +122,9 @@ fn check(input: &[u8]) -> Result<(), String> {
             if errors.0.is_empty() {
                 return Err("an error without any problem in it".to_owned());
             }
-            // YAML ends lines with LF, CRLF or a lone CR. An unexpected end of
-            // the stream is reported on the line after the last one: libyaml
-            // moves its end mark to a new line when the file does not end with
-            // a line break (reported; yaml.rs could clamp it to the last line).
-            let line_count = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 2;
+            // YAML ends lines with LF, CRLF or a lone CR; a file ending with
+            // a break has an empty last line, which an error may point at.
+            let line_count = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 1;
             let mut previous_line = 0;
             for error in &errors {
                 if error.file != file {

@@ -99,18 +99,6 @@ fn check(input: &[u8]) -> Result<(), String> {
             if param.as_deref().is_none_or(str::is_empty) {
                 return Err(format!("InvalidField without a param: {message:?}"));
             }
-            // Known gap, reported rather than fixed here: "`messages[i].content`
-            // is required for role `<role>`" echoes the role whole, however
-            // long (`huge_role_without_content.json`). Drop this exemption
-            // once request.rs shortens it like `describe` does.
-            if param
-                .as_deref()
-                .is_some_and(|param| param.ends_with(".content"))
-                && message.contains("is required for role")
-            {
-                let start: String = message.chars().take(80).collect();
-                return short_message("InvalidField message", &start);
-            }
             short_message("InvalidField message", &message)
         }
         Err(other) => Err(format!("unexpected error kind: {other:?}")),

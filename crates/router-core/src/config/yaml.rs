@@ -16,7 +16,15 @@ pub(super) fn parse_document(text: &str, lines: &LineIndex) -> Result<Value, Pro
     // serde_yaml refuses duplicate keys, nesting past its recursion limit and
     // alias expansion past its repetition limit (billion laughs), each with an
     // error rather than a hang; we only reword what it says.
-    let mut value: Value = serde_yaml::from_str(text).map_err(|e| syntax_problem(&e, lines))?;
+    let mut value: Value = serde_yaml::from_str(text).map_err(|e| {
+        let mut problem = syntax_problem(&e, lines);
+        // libyaml reports an unexpected end of a file without a final newline
+        // on the line after the last; point at the last line instead.
+        // YAML breaks lines at LF, CRLF and a lone CR.
+        let last_line = text.replace("\r\n", "\n").matches(['\n', '\r']).count() + 1;
+        problem.line = problem.line.map(|line| line.min(last_line));
+        problem
+    })?;
     value.apply_merge().map_err(|e| Problem {
         path: String::new(),
         line: None,
