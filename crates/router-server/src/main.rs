@@ -215,18 +215,28 @@ fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
         .await;
         // Every connection is closed by now, so every request has handed its
         // record over; write them all before exiting.
-        if let Err(error) = serving.store.flush().await {
-            tracing::error!(%error, "could not write the last usage records");
-        }
-        if outcome.drained {
-            tracing::info!("server exited properly");
-            ExitCode::SUCCESS
-        } else {
+        let flushed = serving.store.flush().await;
+        if !outcome.drained {
+            // Requests outliving the timeout is the timeout doing its job:
+            // they were told (an error event or a 503) and their usage is
+            // recorded, so this alone is no failure.
             tracing::warn!(
                 timeout = ?config.server.shutdown_timeout,
-                "shutdown timed out; open requests were cut off"
+                ended = outcome.ended_by_shutdown,
+                aborted = outcome.aborted,
+                "shutdown timed out; open requests were ended with a server_shutdown error"
             );
-            ExitCode::FAILURE
+        }
+        // Losing usage records is a real failure: exit non-zero so it is noticed.
+        match flushed {
+            Ok(()) => {
+                tracing::info!("server exited properly");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not write the last usage records");
+                ExitCode::FAILURE
+            }
         }
     })
 }

@@ -508,7 +508,7 @@ async fn shutdown_lets_an_open_stream_finish_then_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn shutdown_cuts_off_what_outlives_the_timeout_and_exits_one() {
+async fn shutdown_ends_what_outlives_the_timeout_with_an_error_event_and_exits_zero() {
     let upstream = Upstream::start(|_| {
         Reply::sse(sse(&[chunk("endless")], false)).in_pieces(
             1 << 20,
@@ -529,10 +529,24 @@ async fn shutdown_cuts_off_what_outlives_the_timeout_and_exits_one() {
     )
     .await;
     let mut body = response.into_body();
-    next_frame(&mut body, Duration::from_secs(5)).await.unwrap();
+    let mut text =
+        String::from_utf8_lossy(&next_frame(&mut body, Duration::from_secs(5)).await.unwrap())
+            .into_owned();
     router.terminate();
+    // The stream ends with one shutdown event, never [DONE], and closes.
+    while let Some(frame) = next_frame(&mut body, Duration::from_secs(5)).await {
+        text.push_str(&String::from_utf8_lossy(&frame));
+    }
+    assert!(
+        text.ends_with(
+            "data: {\"error\":{\"message\":\"the server is shutting down\",\
+             \"type\":\"server_error\",\"param\":null,\"code\":\"server_shutdown\"}}\n\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("[DONE]"), "{text}");
     let status = router.wait(Duration::from_secs(10)).expect("did not exit");
-    assert_eq!(status.code(), Some(1), "{}", router.logs());
+    assert_eq!(status.code(), Some(0), "{}", router.logs());
 }
 
 #[test]
