@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::{conformance, process, tidy};
+use crate::{conformance, process, soak, tidy};
 
 type Step = fn(&Path) -> Result<()>;
 
@@ -16,6 +16,7 @@ const STEPS: &[(&str, Step)] = &[
     ("tests", tests),
     ("doc tests", doc_tests),
     ("conformance", conformance::run),
+    ("soak", soak),
 ];
 
 pub fn run(root: &Path) -> Result<()> {
@@ -117,4 +118,10 @@ fn doc_tests(root: &Path) -> Result<()> {
         root,
         process::cargo().args(["test", "--workspace", "--doc"]),
     )
+}
+
+/// A short soak: long enough to see a leaked fd or a missing ledger row, short enough
+/// for every CI run.
+fn soak(root: &Path) -> Result<()> {
+    soak::run(root, &["--seconds".to_owned(), "20".to_owned()])
 }

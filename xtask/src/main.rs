@@ -1,7 +1,8 @@
 //! The project's build system, run as `cargo xtask <command>`.
 //!
 //! It owns the checks that CI runs (`ci`), the architecture invariants (`tidy`), the
-//! OpenAI SDK conformance run (`conformance`) and the time-bounded fuzzing run (`fuzz`).
+//! OpenAI SDK conformance run (`conformance`), the time-bounded fuzzing run (`fuzz`) and
+//! the soak run (`soak`).
 //! It shells out to cargo, rustfmt and Python rather than linking them, so it stays a
 //! small program with two dependencies.
 
@@ -14,6 +15,7 @@ mod conformance;
 mod fuzz;
 mod metadata;
 mod process;
+mod soak;
 mod tidy;
 
 use std::path::PathBuf;
@@ -30,6 +32,10 @@ commands:
                run each fuzz target (sse, request, config) for N seconds (default 30):
                proptest mutations of fuzz/corpus/<target>/ on stable Rust; failing
                inputs go to target/fuzz-failures/<target>/ (not part of `ci`)
+  soak [--minutes N | --seconds S] [--concurrency C] [--release]
+               router-server under mixed traffic and faults from loadkit's mock upstream
+               for N minutes (default 1): checks ledger rows = requests, no panics, no fd
+               growth; reports RSS growth per minute; table in target/soak/summary.md
   bench        not implemented yet
 ";
 
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::run(&root),
         Some("conformance") => conformance::run(&root),
         Some("fuzz") => fuzz::run(&root, &args[1..]),
+        Some("soak") => soak::run(&root, &args[1..]),
         Some("bench") => Err(anyhow::anyhow!(
             "`cargo xtask bench` is not implemented yet"
         )),
