@@ -37,6 +37,9 @@ pub(crate) struct Books {
     entry: Option<Arc<ModelEntry>>,
     prompt_estimate: u64,
     attempt_started: Option<Instant>,
+    /// Set once the permits are settled and the record handed over: the
+    /// books close exactly once, by a `close_*` method or by `Drop`.
+    closed: bool,
 }
 
 impl Books {
@@ -76,6 +79,7 @@ impl Books {
             entry: None,
             prompt_estimate: 0,
             attempt_started: None,
+            closed: false,
         }
     }
 
@@ -208,6 +212,15 @@ impl Books {
     }
 
     fn finish(mut self, used: Settlement) {
+        self.settle_and_record(used);
+    }
+
+    /// Settles the permits and hands the record over, once.
+    fn settle_and_record(&mut self, used: Settlement) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
         if let Some(permit) = self.model_permit.take() {
             permit.settle(used);
         }
@@ -217,6 +230,36 @@ impl Books {
         self.record.latency = self.started.elapsed();
         let record = std::mem::replace(&mut self.record, empty_record());
         self.sink.record(record);
+    }
+}
+
+impl Drop for Books {
+    /// Books dropped open: the request's future was dropped before it ended —
+    /// the client went away (or the server cut it off at shutdown) while the
+    /// engine was still waiting for an upstream. The upstream of an attempt in
+    /// flight did see the prompt, so that is what is charged.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.record.outcome = Outcome::ClientGone;
+        self.record.error = Some("the client went away before the answer began".to_owned());
+        let tokens = if self.attempt_started.is_some() {
+            self.record.source = UsageSource::Estimated;
+            Tokens {
+                prompt: self.prompt_estimate,
+                ..Tokens::default()
+            }
+        } else {
+            Tokens::default()
+        };
+        let cost = self.cost(&tokens);
+        self.record.tokens = tokens;
+        self.record.cost_usd = cost;
+        self.settle_and_record(Settlement {
+            tokens: tokens.total(),
+            cost_usd: cost,
+        });
     }
 }
 

@@ -588,3 +588,61 @@ async fn an_upstream_failure_is_recorded_and_the_reservation_returned() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_request_dropped_while_waiting_for_its_upstream_is_recorded_once() {
+    #[derive(Debug)]
+    struct Never;
+    #[async_trait]
+    impl Provider for Never {
+        async fn complete(&self, _: ProviderRequest) -> Result<Completion, ProviderError> {
+            std::future::pending().await
+        }
+        async fn stream(&self, _: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+            std::future::pending().await
+        }
+    }
+    let base = harness(1, vec![]);
+    let config = Config {
+        source: PathBuf::new(),
+        server: ServerConfig::default(),
+        limits: LimitsConfig::default(),
+        retry: Default::default(),
+        cooldown: Default::default(),
+        models: vec![ModelEntry::new("m", "never")],
+        api_keys: vec![],
+    };
+    let router = Router::with_services(
+        &config,
+        &|_| Ok(Arc::new(Never) as Arc<dyn Provider>),
+        Services {
+            limiter: base.limiter.clone(),
+            usage: base.ledger.clone(),
+            store: None,
+            counter: Arc::new(ByteCounter),
+        },
+    )
+    .unwrap();
+    let body =
+        json!({"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    // The client gives up: the request's future is dropped mid-call.
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(20), router.chat(&base.key, &bytes)).await;
+    assert!(gave_up.is_err());
+    let records = base.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].outcome, Outcome::ClientGone);
+    assert_eq!(records[0].source, UsageSource::Estimated);
+    // The upstream saw the prompt: 8 tokens, and the permit settles with them.
+    assert_eq!(records[0].tokens.prompt, 8);
+    let settled: Vec<_> = base
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Settle { .. }))
+        .collect();
+    assert_eq!(settled.len(), 2);
+    assert!(settled
+        .iter()
+        .all(|e| matches!(e, Event::Settle { tokens: 8, .. })));
+}
