@@ -59,19 +59,7 @@ impl Books {
                 request_id: request_id.to_owned(),
                 key_id,
                 key_name: key_name.to_owned(),
-                model: String::new(),
-                entry_index: None,
-                entry_id: None,
-                provider_key_index: None,
-                tokens: Tokens::default(),
-                cost_usd: 0.0,
-                outcome: Outcome::Ok,
-                error: None,
-                latency: Duration::ZERO,
-                upstream_latency: None,
-                refused_by: None,
-                source: UsageSource::None,
-                stream: false,
+                ..empty_record()
             },
             started,
             key_permit: None,
@@ -263,6 +251,7 @@ impl Drop for Books {
     }
 }
 
+/// A record with nothing in it yet.
 fn empty_record() -> UsageRecord {
     UsageRecord {
         time: OffsetDateTime::UNIX_EPOCH,
