@@ -559,7 +559,7 @@ fn log_change(change: Change, entry: &ModelEntry, key_index: Option<usize>) {
             entry = entry.index,
             name = %entry.name,
             provider_key = key_index,
-            "the upstream refused this provider key (401/403); it is not used again until the config is reloaded"
+            "the upstream refused this provider key (401/403); it is not used again until the router restarts"
         ),
         Change::Opened => tracing::warn!(
             entry = entry.index,
