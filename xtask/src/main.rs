@@ -2,7 +2,7 @@
 //!
 //! It owns the checks that CI runs (`ci`), the architecture invariants (`tidy`), the
 //! OpenAI SDK conformance run (`conformance`), the time-bounded fuzzing run (`fuzz`) and
-//! the soak run (`soak`).
+//! the soak run (`soak`) and the performance harness (`bench`).
 //! It shells out to cargo, rustfmt and Python rather than linking them, so it stays a
 //! small program with two dependencies.
 
@@ -10,6 +10,7 @@
 // lints that keep library crates quiet do not apply to it.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod ci;
 mod conformance;
 mod fuzz;
@@ -36,7 +37,11 @@ commands:
                router-server under mixed traffic and faults from loadkit's mock upstream
                for N minutes (default 1): checks ledger rows = requests, no panics, no fd
                growth; reports RSS growth per minute; table in target/soak/summary.md
-  bench        not implemented yet
+  bench [--quick] [--reps N]
+               release router-server (core 0) vs loadkit's mock upstream directly (wrk and
+               mock on core 1): overhead at 1 connection, throughput at 32/128/512
+               connections with peak RSS, features on vs off; each point N times (default
+               3), median (min-max); table in target/bench/summary.md (--quick: 2 s runs)
 ";
 
 fn main() -> ExitCode {
@@ -48,9 +53,7 @@ fn main() -> ExitCode {
         Some("conformance") => conformance::run(&root),
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("soak") => soak::run(&root, &args[1..]),
-        Some("bench") => Err(anyhow::anyhow!(
-            "`cargo xtask bench` is not implemented yet"
-        )),
+        Some("bench") => bench::run(&root, &args[1..]),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(())

@@ -82,13 +82,13 @@ fn parse_options(args: &[String]) -> Result<Options> {
 
 /// A child process that is killed and reaped when dropped, so no exit path (an error,
 /// a failed check, a panic) leaves it running.
-struct Guarded {
-    name: &'static str,
-    child: Child,
+pub(crate) struct Guarded {
+    pub(crate) name: &'static str,
+    pub(crate) child: Child,
 }
 
 impl Guarded {
-    fn id(&self) -> u32 {
+    pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
 }
@@ -309,7 +309,11 @@ fn build(root: &Path, target: &Path, soak_dir: &Path, release: bool) -> Result<P
     Ok(bin_dir)
 }
 
-fn spawn_logged(name: &'static str, command: &mut Command, log: &Path) -> Result<Guarded> {
+pub(crate) fn spawn_logged(
+    name: &'static str,
+    command: &mut Command,
+    log: &Path,
+) -> Result<Guarded> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let child = command
         .stdout(Stdio::null())
@@ -320,7 +324,7 @@ fn spawn_logged(name: &'static str, command: &mut Command, log: &Path) -> Result
 }
 
 /// The `host:port` from the child's `listening on http://ADDR` line.
-fn wait_for_address(child: &mut Guarded, log: &Path) -> Result<String> {
+pub(crate) fn wait_for_address(child: &mut Guarded, log: &Path) -> Result<String> {
     let deadline = Instant::now() + START_WAIT;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -513,7 +517,7 @@ fn metric(router_addr: &str, name: &str) -> Result<Option<f64>> {
 
 /// A GET over HTTP/1.0, so the answer is neither chunked nor kept alive: enough for
 /// the few reads the soak makes, without an HTTP client in xtask.
-fn http_get(addr: &str, path: &str, key: Option<&str>) -> Result<String> {
+pub(crate) fn http_get(addr: &str, path: &str, key: Option<&str>) -> Result<String> {
     let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = key.map_or(String::new(), |key| {

@@ -1,0 +1,937 @@
+//! `cargo xtask bench [--quick] [--reps N]`: the performance harness.
+//!
+//! It builds router-server and `loadkit` in release mode, starts loadkit's
+//! `mock-upstream` and two routers in front of it (one with every feature that costs
+//! something per request configured — key and model limits, a budget, prices — and
+//! one with none of them), and measures each point against the router and against the
+//! mock directly in the same run, interleaved, so both see the same machine state.
+//!
+//! With two cores or more the router runs on core 0 and the load generator and the
+//! mock on core 1 (`taskset`), so the router's numbers are not its own load's. The
+//! load generator is `wrk` (closed loop, one thread) with a Lua script for the POST
+//! body; its `done` hook prints the percentiles as one JSON line.
+//!
+//! Scenarios: 1. overhead (one connection: added p50/p99 over direct); 2. throughput
+//! at 32, 128 and 512 connections (requests/s, error rate, the router's peak RSS);
+//! 6. features on versus off (the throughput ratio). Every point is repeated (3 times
+//! by default) and reported as median (min–max). The table, with the machine, the
+//! versions and the core split, goes to stdout and `target/bench/summary.md`. Every
+//! child is killed when this returns.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::metadata::Metadata;
+use crate::process;
+use crate::soak::{http_get, spawn_logged, wait_for_address, Guarded};
+
+const CLIENT_KEY: &str = "sk-bench-client";
+/// wrk's hook prints this before its JSON line.
+const RESULT_PREFIX: &str = "BENCH ";
+/// A point passes when fewer than this share of its requests failed.
+const MAX_ERROR_SHARE: f64 = 0.001;
+const THROUGHPUT_CONNECTIONS: [u32; 3] = [32, 128, 512];
+/// Connections for the features-on/off comparison: enough to saturate the router.
+const FEATURES_CONNECTIONS: u32 = 128;
+/// The request every scenario sends: a plain answer of four words.
+const CHAT_BODY: &str =
+    r#"{"model":"bench","messages":[{"role":"user","content":"Hello there chunks:4"}]}"#;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Options {
+    quick: bool,
+    reps: usize,
+}
+
+impl Options {
+    /// Seconds of one wrk run in `scenario`.
+    fn seconds(&self, scenario: Scenario) -> u64 {
+        match (self.quick, scenario) {
+            (true, _) => 2,
+            (false, Scenario::Overhead) => 15,
+            (false, Scenario::Throughput | Scenario::Features) => 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Scenario {
+    Overhead,
+    Throughput,
+    Features,
+}
+
+fn parse_options(args: &[String]) -> Result<Options> {
+    let mut options = Options {
+        quick: false,
+        reps: 3,
+    };
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--quick" => options.quick = true,
+            "--reps" => {
+                let value = rest.next().context("--reps needs a value")?;
+                options.reps = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| (1..=20).contains(&n))
+                    .with_context(|| format!("--reps takes 1 to 20, not `{value}`"))?;
+            }
+            other => {
+                bail!("unknown argument `{other}`\nusage: cargo xtask bench [--quick] [--reps N]")
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Which cores the router and the load side run on, or none when the machine has a
+/// single core or no `taskset`.
+#[derive(Debug, Clone)]
+struct Pinning {
+    router: Option<&'static str>,
+    load: Option<&'static str>,
+}
+
+impl Pinning {
+    fn detect() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let taskset = process::succeeds(Command::new("taskset").arg("--version"));
+        if cores >= 2 && taskset {
+            Self {
+                router: Some("0"),
+                load: Some("1"),
+            }
+        } else {
+            Self {
+                router: None,
+                load: None,
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (self.router, self.load) {
+            (Some(router), Some(load)) => format!(
+                "router-server on core {router}; wrk and mock-upstream (1 thread each) on core {load}"
+            ),
+            _ => "not pinned (fewer than 2 cores or no taskset): numbers mix router and load"
+                .to_owned(),
+        }
+    }
+
+    /// `program` started under `taskset -c CORE` when pinning, else directly. The pid
+    /// is the program's own: taskset execs it.
+    fn command(core: Option<&str>, program: &Path) -> Command {
+        match core {
+            Some(core) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(core).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+}
+
+/// One wrk run's result.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.requests as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn error_share(&self) -> f64 {
+        if self.requests == 0 {
+            1.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+}
+
+/// Scenario 2 at one connection count: the runs against the mock and the router,
+/// and the router's peak RSS (MiB) during each router run.
+struct ThroughputPoint {
+    connections: u32,
+    direct: Vec<Run>,
+    router: Vec<Run>,
+    peaks: Vec<f64>,
+}
+
+/// Median, min and max of repeated measurements.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(values: &[f64]) -> Self {
+        let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        sorted.sort_by(f64::total_cmp);
+        if sorted.is_empty() {
+            return Self {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        let mid = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 1 {
+            sorted[mid]
+        } else {
+            (sorted[mid - 1] + sorted[mid]) / 2.0
+        };
+        Self {
+            median,
+            min: sorted[0],
+            max: sorted[sorted.len() - 1],
+        }
+    }
+
+    /// `median (min–max)` with `decimals` digits and `unit`.
+    fn show(&self, decimals: usize, unit: &str) -> String {
+        format!(
+            "{:.decimals$}{unit} ({:.decimals$}–{:.decimals$})",
+            self.median, self.min, self.max
+        )
+    }
+}
+
+/// Samples a process's VmRSS every 20 ms and keeps the highest value since the last
+/// `take_peak`.
+struct RssSampler {
+    peak_kib: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pid: u32,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> Self {
+        let peak_kib = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let peak_kib = Arc::clone(&peak_kib);
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(rss) = rss_kib(pid) {
+                        peak_kib.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Self {
+            peak_kib,
+            stop,
+            thread: Some(thread),
+            pid,
+        }
+    }
+
+    /// The peak since the last call; the next window starts at the current RSS.
+    fn take_peak(&self) -> u64 {
+        let now = rss_kib(self.pid).unwrap_or(0);
+        self.peak_kib.swap(now, Ordering::Relaxed).max(now)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// VmRSS of `pid` in KiB, or `None` once it is gone.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
+/// Where the load goes.
+#[derive(Debug, Clone)]
+struct Target {
+    label: &'static str,
+    url: String,
+    auth: bool,
+}
+
+struct Bench {
+    pinning: Pinning,
+    run_dir: PathBuf,
+    /// Every wrk run, for the raw log.
+    log: Vec<String>,
+}
+
+impl Bench {
+    /// One wrk run of `seconds` with `connections` against `target`.
+    fn wrk(&mut self, target: &Target, connections: u32, seconds: u64) -> Result<Run> {
+        let script = self.run_dir.join(format!("{}.lua", target.label));
+        std::fs::write(&script, lua_script(target.auth))
+            .with_context(|| format!("writing {}", script.display()))?;
+        let mut command = Pinning::command(self.pinning.load, Path::new("wrk"));
+        command
+            .args(["-t1", "-c", &connections.to_string()])
+            .args(["-d", &format!("{seconds}s"), "--timeout", "10s", "-s"])
+            .arg(&script)
+            .arg(&target.url)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        let output = command.output().context("starting wrk")?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!("wrk failed ({}): {text}", output.status);
+        }
+        let run = parse_wrk(&text)
+            .with_context(|| format!("wrk printed no {RESULT_PREFIX}line:\n{text}"))?;
+        let line = format!(
+            "{} c={connections} {seconds}s: {:.0} req/s, {} errors / {}, p50 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+            target.label,
+            run.rate(),
+            run.errors,
+            run.requests,
+            run.p50_us,
+            run.p99_us,
+            run.p999_us
+        );
+        println!("bench:   {line}");
+        self.log.push(line);
+        Ok(run)
+    }
+}
+
+/// The wrk script: a POST of `CHAT_BODY`, and a `done` hook that prints the summary
+/// as one JSON line (latencies in microseconds, wrk's unit).
+fn lua_script(auth: bool) -> String {
+    let auth = if auth {
+        format!("wrk.headers[\"Authorization\"] = \"Bearer {CLIENT_KEY}\"\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "-- Written by `cargo xtask bench`.\n\
+         wrk.method = \"POST\"\n\
+         wrk.body = '{CHAT_BODY}'\n\
+         wrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         {auth}\
+         done = function(summary, latency, requests)\n\
+         \x20 local e = summary.errors\n\
+         \x20 io.write(string.format('{RESULT_PREFIX}{{\"requests\":%d,\"duration_us\":%d,\"errors\":%d,\"p50\":%d,\"p99\":%d,\"p999\":%d}}\\n',\n\
+         \x20   summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,\n\
+         \x20   latency:percentile(50), latency:percentile(99), latency:percentile(99.9)))\n\
+         end\n"
+    )
+}
+
+fn parse_wrk(text: &str) -> Option<Run> {
+    let line = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(RESULT_PREFIX))?;
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    let number = |field: &str| value.get(field).and_then(serde_json::Value::as_f64);
+    Some(Run {
+        requests: number("requests")? as u64,
+        errors: number("errors")? as u64,
+        seconds: number("duration_us")? / 1e6,
+        p50_us: number("p50")?,
+        p99_us: number("p99")?,
+        p999_us: number("p999")?,
+    })
+}
+
+/// The router config: one model on the mock, one client key. `features` adds what
+/// costs something per request and can be switched off in the config: key limits
+/// (rps, rpm, tpm, tpd), model limits (rpm, tpm), a budget and prices (cost
+/// accounting). Every limit is far above what a bench can reach, so none refuses.
+fn config_text(mock_addr: &str, database: &Path, features: bool) -> String {
+    let (model_extra, key_extra) = if features {
+        (
+            "    rpm: 1000000000\n    tpm: 1000000000000\n    input_price_per_token: 0.000001\n    output_price_per_token: 0.000002\n",
+            "    rps: 1000000000\n    rpm: 1000000000\n    tpm: 1000000000000\n    tpd: 1000000000000\n    max_budget_usd: 1000000000\n    budget_period: month\n",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "# Written by `cargo xtask bench`.\n\
+         server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 2s\n\
+         models:\n  - id: 1\n    name: bench\n    provider_model_name: mock-bench\n    base_url: http://{mock_addr}/v1\n    is_openai_compatibility: true\n    provider_api_key: [\"pk-bench\"]\n    enabled: true\n    visible: true\n    max_tokens: 4096\n{model_extra}\
+         api_keys:\n  - id: 1\n    key: {CLIENT_KEY}\n    name: bench\n    is_active: true\n{key_extra}\
+         limits:\n  database: \"{}\"\n  flush_interval: 1s\n",
+        database.display()
+    )
+}
+
+/// Builds both packages in release mode and copies the binaries out of the shared
+/// target directory, where other builds may replace them during the run.
+fn build(root: &Path, target: &Path, bench_dir: &Path) -> Result<PathBuf> {
+    for package in ["router-server", "loadkit"] {
+        let mut command = process::cargo();
+        command.args(["build", "--release", "--package", package]);
+        process::run(root, &mut command)?;
+    }
+    let bin_dir = bench_dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
+    for binary in ["router-server", "mock-upstream"] {
+        let built = target.join("release").join(binary);
+        let copy = bin_dir.join(binary);
+        std::fs::copy(&built, &copy)
+            .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    }
+    Ok(bin_dir)
+}
+
+fn start_router(
+    bin_dir: &Path,
+    run_dir: &Path,
+    pinning: &Pinning,
+    mock_addr: &str,
+    name: &'static str,
+    features: bool,
+) -> Result<(Guarded, String)> {
+    let config = run_dir.join(format!("{name}.yaml"));
+    let database = run_dir.join(format!("{name}.db"));
+    std::fs::write(&config, config_text(mock_addr, &database, features))
+        .with_context(|| format!("writing {}", config.display()))?;
+    let log = run_dir.join(format!("{name}.log"));
+    let mut command = Pinning::command(pinning.router, &bin_dir.join("router-server"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null());
+    let mut router = spawn_logged("router-server", &mut command, &log)?;
+    let addr = wait_for_address(&mut router, &log)?;
+    Ok((router, addr))
+}
+
+pub fn run(root: &Path, args: &[String]) -> Result<()> {
+    let options = parse_options(args)?;
+    let started = Instant::now();
+    if !have_wrk() {
+        bail!("`wrk` is not installed (Debian: `apt-get install -y wrk`)");
+    }
+    let metadata = Metadata::load(root)?;
+    let bench_dir = metadata.target_directory.join("bench");
+    let run_dir = bench_dir.join("run");
+    if run_dir.exists() {
+        std::fs::remove_dir_all(&run_dir)
+            .with_context(|| format!("removing {}", run_dir.display()))?;
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    let bin_dir = build(root, &metadata.target_directory, &bench_dir)?;
+
+    let pinning = Pinning::detect();
+    println!("bench: core split: {}", pinning.describe());
+
+    let mock_log = run_dir.join("mock-upstream.log");
+    let mut mock_command = Pinning::command(pinning.load, &bin_dir.join("mock-upstream"));
+    mock_command
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--exit-on-stdin-eof",
+        ])
+        .stdin(Stdio::piped());
+    let mut mock = spawn_logged("mock-upstream", &mut mock_command, &mock_log)?;
+    let mock_addr = wait_for_address(&mut mock, &mock_log)?;
+
+    let (mut router, router_addr) = start_router(
+        &bin_dir,
+        &run_dir,
+        &pinning,
+        &mock_addr,
+        "router-features",
+        true,
+    )?;
+    let (mut plain_router, plain_addr) = start_router(
+        &bin_dir,
+        &run_dir,
+        &pinning,
+        &mock_addr,
+        "router-plain",
+        false,
+    )?;
+    println!(
+        "bench: mock upstream on {mock_addr}; router (features on) on {router_addr} (pid {}); router (features off) on {plain_addr} (pid {})",
+        router.id(),
+        plain_router.id()
+    );
+    let idle_rss = rss_kib(router.id()).unwrap_or(0);
+    let sampler = RssSampler::start(router.id());
+
+    let direct = Target {
+        label: "direct",
+        url: format!("http://{mock_addr}/v1/chat/completions"),
+        auth: false,
+    };
+    let routed = Target {
+        label: "router",
+        url: format!("http://{router_addr}/v1/chat/completions"),
+        auth: true,
+    };
+    let plain = Target {
+        label: "router-plain",
+        url: format!("http://{plain_addr}/v1/chat/completions"),
+        auth: true,
+    };
+    let mut bench = Bench {
+        pinning: pinning.clone(),
+        run_dir: run_dir.clone(),
+        log: Vec::new(),
+    };
+
+    // Warm-up: connection pools, allocator, page cache.
+    println!("bench: warm-up");
+    for target in [&direct, &routed, &plain] {
+        bench.wrk(target, 32, 1)?;
+    }
+
+    let reps = options.reps;
+    println!("bench: 1. overhead, 1 connection");
+    let seconds = options.seconds(Scenario::Overhead);
+    let mut overhead: Vec<(Run, Run)> = Vec::new();
+    for _ in 0..reps {
+        let direct_run = bench.wrk(&direct, 1, seconds)?;
+        let router_run = bench.wrk(&routed, 1, seconds)?;
+        overhead.push((direct_run, router_run));
+    }
+
+    println!("bench: 2. throughput");
+    let seconds = options.seconds(Scenario::Throughput);
+    let mut throughput: Vec<ThroughputPoint> = Vec::new();
+    for connections in THROUGHPUT_CONNECTIONS {
+        let (mut direct_runs, mut router_runs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps {
+            direct_runs.push(bench.wrk(&direct, connections, seconds)?);
+            sampler.take_peak();
+            router_runs.push(bench.wrk(&routed, connections, seconds)?);
+            peaks.push(sampler.take_peak() as f64 / 1024.0);
+        }
+        throughput.push(ThroughputPoint {
+            connections,
+            direct: direct_runs,
+            router: router_runs,
+            peaks,
+        });
+    }
+
+    println!("bench: 6. features on versus off, {FEATURES_CONNECTIONS} connections");
+    let seconds = options.seconds(Scenario::Features);
+    let mut features: Vec<(Run, Run)> = Vec::new();
+    for _ in 0..reps {
+        let off = bench.wrk(&plain, FEATURES_CONNECTIONS, seconds)?;
+        let on = bench.wrk(&routed, FEATURES_CONNECTIONS, seconds)?;
+        features.push((on, off));
+    }
+
+    let mock_stats = http_get(&mock_addr, "/stats", None).unwrap_or_else(|_| "unknown".into());
+    let final_rss = rss_kib(router.id()).unwrap_or(0);
+    let routers_alive = matches!(
+        (router.child_alive(), plain_router.child_alive()),
+        (true, true)
+    );
+    drop(sampler);
+    drop(router);
+    drop(plain_router);
+    drop(mock);
+
+    let table = summary_table(&Summary {
+        options: &options,
+        pinning: &pinning,
+        machine: machine(root),
+        overhead: &overhead,
+        throughput: &throughput,
+        features: &features,
+        idle_rss,
+        final_rss,
+        mock_stats,
+        elapsed: started.elapsed(),
+    });
+    println!("\n{table}");
+    let summary_path = bench_dir.join("summary.md");
+    std::fs::write(&summary_path, &table)
+        .with_context(|| format!("writing {}", summary_path.display()))?;
+    let runs_path = bench_dir.join("runs.txt");
+    std::fs::write(&runs_path, bench.log.join("\n") + "\n")
+        .with_context(|| format!("writing {}", runs_path.display()))?;
+    println!(
+        "bench: summary written to {} (every run in {})",
+        summary_path.display(),
+        runs_path.display()
+    );
+    if !routers_alive {
+        bail!(
+            "a router exited during the bench (logs in {})",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// wrk 4 prints its usage and exits 1 on `--version`; its first line names it.
+fn have_wrk() -> bool {
+    Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).starts_with("wrk "))
+}
+
+impl Guarded {
+    fn child_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// What the table's header says about the machine and the versions.
+fn machine(root: &Path) -> Vec<(&'static str, String)> {
+    let first_line = |command: &mut Command| {
+        command
+            .current_dir(root)
+            .output()
+            .ok()
+            .map(|output| {
+                let text = if output.stdout.is_empty() {
+                    output.stderr
+                } else {
+                    output.stdout
+                };
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            })
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or("unknown".to_owned(), |kib| {
+            format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0)
+        });
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .current_dir(root)
+        .output()
+        .is_ok_and(|output| !output.stdout.is_empty());
+    vec![
+        ("CPU", format!("{cpu}, {cores} cores, {memory}")),
+        ("kernel", first_line(Command::new("uname").args(["-sr"]))),
+        (
+            "router commit",
+            first_line(Command::new("git").args(["rev-parse", "--short", "HEAD"]))
+                + if dirty { " (with local changes)" } else { "" },
+        ),
+        ("rustc", first_line(Command::new("rustc").arg("-V"))),
+        ("wrk", first_line(Command::new("wrk").arg("--version"))),
+    ]
+}
+
+struct Summary<'a> {
+    options: &'a Options,
+    pinning: &'a Pinning,
+    machine: Vec<(&'static str, String)>,
+    overhead: &'a [(Run, Run)],
+    throughput: &'a [ThroughputPoint],
+    features: &'a [(Run, Run)],
+    idle_rss: u64,
+    final_rss: u64,
+    mock_stats: String,
+    elapsed: Duration,
+}
+
+/// Microseconds to milliseconds.
+fn ms(us: f64) -> f64 {
+    us / 1000.0
+}
+
+fn summary_table(summary: &Summary<'_>) -> String {
+    let options = summary.options;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# bench: {}, {} repetitions per point, release build\n",
+        if options.quick {
+            "quick (2 s runs)"
+        } else {
+            "full"
+        },
+        options.reps
+    );
+    let _ = writeln!(out, "| | |\n|---|---|");
+    for (name, value) in &summary.machine {
+        let _ = writeln!(out, "| {name} | {value} |");
+    }
+    let _ = writeln!(out, "| core split | {} |", summary.pinning.describe());
+    let _ = writeln!(
+        out,
+        "| load generator | wrk, 1 thread, closed loop; body `{CHAT_BODY}` (a plain 4-word answer) |"
+    );
+    let _ = writeln!(out, "| run time | {:.0} s |", summary.elapsed.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "\nEvery cell is median (min–max) over the repetitions; router and direct runs alternate.\n"
+    );
+
+    let _ = writeln!(
+        out,
+        "## 1. Overhead: 1 connection, {} s per run\n",
+        options.seconds(Scenario::Overhead)
+    );
+    let _ = writeln!(
+        out,
+        "| measure | direct (mock) | router | added by the router |\n|---|---|---|---|"
+    );
+    let column = |pick: fn(&Run) -> f64, of_router: bool| {
+        Spread::of(
+            &summary
+                .overhead
+                .iter()
+                .map(|(direct, router)| pick(if of_router { router } else { direct }))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let added = |pick: fn(&Run) -> f64| {
+        Spread::of(
+            &summary
+                .overhead
+                .iter()
+                .map(|(direct, router)| pick(router) - pick(direct))
+                .collect::<Vec<_>>(),
+        )
+    };
+    for (name, pick) in [
+        (
+            "p50 latency",
+            (|run: &Run| ms(run.p50_us)) as fn(&Run) -> f64,
+        ),
+        ("p99 latency", |run: &Run| ms(run.p99_us)),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} |",
+            column(pick, false).show(3, " ms"),
+            column(pick, true).show(3, " ms"),
+            added(pick).show(3, " ms"),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| requests/s | {} | {} | |",
+        column(Run::rate, false).show(0, ""),
+        column(Run::rate, true).show(0, ""),
+    );
+
+    let _ = writeln!(
+        out,
+        "\n## 2. Throughput: {} s per run\n",
+        options.seconds(Scenario::Throughput)
+    );
+    let _ = writeln!(
+        out,
+        "| connections | direct req/s | router req/s | router errors | router p99 | router peak RSS |\n|---|---|---|---|---|---|"
+    );
+    let mut best: Option<(u32, f64)> = None;
+    for ThroughputPoint {
+        connections,
+        direct,
+        router,
+        peaks,
+    } in summary.throughput
+    {
+        let rates = |runs: &[Run]| Spread::of(&runs.iter().map(Run::rate).collect::<Vec<_>>());
+        let errors: u64 = router.iter().map(|run| run.errors).sum();
+        let requests: u64 = router.iter().map(|run| run.requests).sum();
+        let share = if requests == 0 {
+            1.0
+        } else {
+            errors as f64 / requests as f64
+        };
+        let router_rate = rates(router);
+        if router.iter().all(|run| run.error_share() < MAX_ERROR_SHARE)
+            && best.is_none_or(|(_, rate)| router_rate.median > rate)
+        {
+            best = Some((*connections, router_rate.median));
+        }
+        let _ = writeln!(
+            out,
+            "| {connections} | {} | {} | {errors} of {requests} ({:.3} %) | {} | {} |",
+            rates(direct).show(0, ""),
+            router_rate.show(0, ""),
+            share * 100.0,
+            Spread::of(&router.iter().map(|run| ms(run.p99_us)).collect::<Vec<_>>()).show(2, " ms"),
+            Spread::of(peaks).show(1, " MiB"),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRouter maximum with under {} % errors: {}. Router RSS idle {:.1} MiB, after the run {:.1} MiB.",
+        MAX_ERROR_SHARE * 100.0,
+        best.map_or("none".to_owned(), |(connections, rate)| format!(
+            "{rate:.0} req/s at {connections} connections"
+        )),
+        summary.idle_rss as f64 / 1024.0,
+        summary.final_rss as f64 / 1024.0,
+    );
+
+    let _ = writeln!(
+        out,
+        "\n## 6. Features on versus off: {FEATURES_CONNECTIONS} connections, {} s per run\n",
+        options.seconds(Scenario::Features)
+    );
+    let _ = writeln!(
+        out,
+        "On: key rps/rpm/tpm/tpd limits, model rpm/tpm limits, a monthly budget and prices (cost \
+         accounting). Off: the same config without them. Authentication, the usage ledger and \
+         the metrics cannot be switched off in router-server's config, so both sides have them.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| measure | features off | features on | on / off |\n|---|---|---|---|"
+    );
+    let side = |pick: fn(&Run) -> f64, on: bool| {
+        Spread::of(
+            &summary
+                .features
+                .iter()
+                .map(|(with, without)| pick(if on { with } else { without }))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ratio = |pick: fn(&Run) -> f64| {
+        Spread::of(
+            &summary
+                .features
+                .iter()
+                .map(|(with, without)| pick(with) / pick(without))
+                .collect::<Vec<_>>(),
+        )
+    };
+    for (name, pick, decimals) in [
+        ("requests/s", Run::rate as fn(&Run) -> f64, 0),
+        ("p50 latency (ms)", |run: &Run| ms(run.p50_us), 2),
+        ("p99 latency (ms)", |run: &Run| ms(run.p99_us), 2),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} |",
+            side(pick, false).show(decimals, ""),
+            side(pick, true).show(decimals, ""),
+            ratio(pick).show(3, ""),
+        );
+    }
+    let errors: u64 = summary
+        .features
+        .iter()
+        .map(|(with, without)| with.errors + without.errors)
+        .sum();
+    let _ = writeln!(out, "\nErrors in scenario 6: {errors}.");
+
+    let _ = writeln!(
+        out,
+        "\n## Not measured yet\n\n3. tail latency at a fixed rate (open loop; wrk is closed loop); \
+         4. streaming (time to first chunk, coalescing); 5. many slow streams (RSS per \
+         thousand open streams, upstream connection reuse).\n"
+    );
+    let _ = writeln!(
+        out,
+        "Mock upstream `/stats` at the end: `{}`",
+        summary.mock_stats
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|arg| (*arg).to_owned()).collect()
+    }
+
+    #[test]
+    fn options() {
+        assert_eq!(
+            parse_options(&args(&[])).unwrap(),
+            Options {
+                quick: false,
+                reps: 3
+            }
+        );
+        assert_eq!(
+            parse_options(&args(&["--quick", "--reps", "5"])).unwrap(),
+            Options {
+                quick: true,
+                reps: 5
+            }
+        );
+        assert!(parse_options(&args(&["--reps", "0"])).is_err());
+        assert!(parse_options(&args(&["--slow"])).is_err());
+    }
+
+    #[test]
+    fn spread_is_median_min_max() {
+        let spread = Spread::of(&[3.0, 1.0, 2.0]);
+        assert_eq!((spread.median, spread.min, spread.max), (2.0, 1.0, 3.0));
+        assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert!(Spread::of(&[]).median.is_nan());
+    }
+
+    #[test]
+    fn wrk_line_is_parsed() {
+        let text = "Running 1s test\nBENCH {\"requests\":100,\"duration_us\":2000000,\"errors\":1,\"p50\":120,\"p99\":900,\"p999\":1500}\n";
+        let run = parse_wrk(text).unwrap();
+        assert_eq!((run.requests, run.errors), (100, 1));
+        assert!((run.rate() - 50.0).abs() < 1e-9);
+        assert_eq!(run.p999_us, 1500.0);
+        assert!(parse_wrk("no line").is_none());
+    }
+}
