@@ -13,7 +13,11 @@
 //!
 //! Scenarios: 1. overhead (one connection: added p50/p99 over direct); 2. throughput
 //! at 32, 128 and 512 connections (requests/s, error rate, the router's peak RSS);
-//! 6. features on versus off (the throughput ratio). Every point is repeated (3 times
+//! 3. tail latency in open loop at 50 % of the router's maximum; 4. streaming with 10
+//! and 200 chunks, with and without gaps (added time to first chunk, coalescing,
+//! errors); 5. many slow streams held open on a fresh router (RSS per thousand
+//! streams, upstream connections opened); 6. features on versus off (the ratio).
+//! Scenarios 3 to 5 use loadkit's `bench-client`. Every point is repeated (3 times
 //! by default) and reported as median (min–max). The table, with the machine, the
 //! versions and the core split, goes to stdout and `target/bench/summary.md`. Every
 //! child is killed when this returns.
@@ -53,9 +57,9 @@ impl Options {
     /// Seconds of one wrk run in `scenario`.
     fn seconds(&self, scenario: Scenario) -> u64 {
         match (self.quick, scenario) {
-            (true, _) => 2,
+            (true, _) => 1,
             (false, Scenario::Overhead) => 15,
-            (false, Scenario::Throughput | Scenario::Features) => 10,
+            (false, Scenario::Throughput | Scenario::Features | Scenario::Tail) => 10,
         }
     }
 }
@@ -64,6 +68,7 @@ impl Options {
 enum Scenario {
     Overhead,
     Throughput,
+    Tail,
     Features,
 }
 
@@ -179,6 +184,48 @@ struct ThroughputPoint {
     peaks: Vec<f64>,
 }
 
+/// Scenario 4 at one shape: (direct, router) summaries of `bench-client ttfb`.
+struct StreamPoint {
+    chunks: u32,
+    gap: u32,
+    requests: u32,
+    runs: Vec<(serde_json::Value, serde_json::Value)>,
+}
+
+/// Scenario 5, one round of held streams through the router.
+struct HoldRound {
+    streams: u32,
+    result: serde_json::Value,
+    rss_before: u64,
+    peak: u64,
+    upstream_connections: f64,
+}
+
+/// Connections the mock accepted so far (NaN when `/stats` cannot be read).
+fn mock_connections(mock_addr: &str) -> f64 {
+    http_get(mock_addr, "/stats", None)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .map_or(f64::NAN, |value| field(&value, "/connections"))
+}
+
+/// The router's best median rate among connection counts with under 0.1 % errors.
+fn best_rate(points: &[ThroughputPoint]) -> Option<(u32, f64)> {
+    let mut best: Option<(u32, f64)> = None;
+    for point in points {
+        let rate = Spread::of(&point.router.iter().map(Run::rate).collect::<Vec<_>>()).median;
+        if point
+            .router
+            .iter()
+            .all(|run| run.error_share() < MAX_ERROR_SHARE)
+            && best.is_none_or(|(_, best)| rate > best)
+        {
+            best = Some((point.connections, rate));
+        }
+    }
+    best
+}
+
 /// Median, min and max of repeated measurements.
 #[derive(Debug, Clone, Copy)]
 struct Spread {
@@ -288,6 +335,7 @@ struct Target {
 }
 
 struct Bench {
+    bin_dir: PathBuf,
     pinning: Pinning,
     run_dir: PathBuf,
     /// Every wrk run, for the raw log.
@@ -329,6 +377,44 @@ impl Bench {
         self.log.push(line);
         Ok(run)
     }
+}
+
+impl Bench {
+    /// One `bench-client` run against `target`; its JSON summary.
+    fn client(&mut self, target: &Target, mode: &[String]) -> Result<serde_json::Value> {
+        let mut command = Pinning::command(self.pinning.load, &self.bin_dir.join("bench-client"));
+        command.arg("--url").arg(&target.url);
+        if target.auth {
+            command.args(["--key", CLIENT_KEY]);
+        }
+        command
+            .args(mode)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        let output = command.output().context("starting bench-client")?;
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            bail!("bench-client failed ({}): {text}", output.status);
+        }
+        let value: serde_json::Value = serde_json::from_str(text.trim())
+            .with_context(|| format!("bench-client printed no JSON: {text}"))?;
+        let line = format!("{} {}: {value}", target.label, mode.join(" "));
+        println!("bench:   {line}");
+        self.log.push(line);
+        Ok(value)
+    }
+}
+
+/// A number inside a bench-client summary (a JSON pointer), NaN when absent.
+fn field(value: &serde_json::Value, pointer: &str) -> f64 {
+    value
+        .pointer(pointer)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|item| (*item).to_owned()).collect()
 }
 
 /// The wrk script: a POST of `CHAT_BODY`, and a `done` hook that prints the summary
@@ -403,7 +489,7 @@ fn build(root: &Path, target: &Path, bench_dir: &Path) -> Result<PathBuf> {
     }
     let bin_dir = bench_dir.join("bin");
     std::fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
-    for binary in ["router-server", "mock-upstream"] {
+    for binary in ["router-server", "mock-upstream", "bench-client"] {
         let built = target.join("release").join(binary);
         let copy = bin_dir.join(binary);
         std::fs::copy(&built, &copy)
@@ -509,6 +595,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         auth: true,
     };
     let mut bench = Bench {
+        bin_dir: bin_dir.clone(),
         pinning: pinning.clone(),
         run_dir: run_dir.clone(),
         log: Vec::new(),
@@ -558,6 +645,105 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         features.push((on, off));
     }
 
+    let max_rate = best_rate(&throughput).map_or(1000.0, |(_, rate)| rate);
+    let tail_rps = ((max_rate * 0.5) as u32).max(1);
+    println!("bench: 3. tail at a fixed rate: {tail_rps} req/s (50 % of the router's maximum)");
+    let seconds = options.seconds(Scenario::Tail).to_string();
+    let mode = strings(&[
+        "rate",
+        "--rps",
+        &tail_rps.to_string(),
+        "--seconds",
+        &seconds,
+    ]);
+    let mut tail: Vec<(serde_json::Value, serde_json::Value)> = Vec::new();
+    for _ in 0..reps {
+        let direct_run = bench.client(&direct, &mode)?;
+        let router_run = bench.client(&routed, &mode)?;
+        tail.push((direct_run, router_run));
+    }
+
+    println!("bench: 4. streaming");
+    let gap = if options.quick { 2 } else { 5 };
+    let mut streaming: Vec<StreamPoint> = Vec::new();
+    for (chunks, gap) in [(10, 0), (10, gap), (200, 0), (200, gap)] {
+        let requests: u32 = match (options.quick, gap) {
+            (true, 0) => 20,
+            (true, _) => 3,
+            (false, 0) => 100,
+            (false, _) => 10,
+        };
+        let mode = strings(&[
+            "ttfb",
+            "--requests",
+            &requests.to_string(),
+            "--chunks",
+            &chunks.to_string(),
+            "--gap",
+            &gap.to_string(),
+        ]);
+        let mut runs = Vec::new();
+        for _ in 0..reps {
+            let direct_run = bench.client(&direct, &mode)?;
+            let router_run = bench.client(&routed, &mode)?;
+            runs.push((direct_run, router_run));
+        }
+        streaming.push(StreamPoint {
+            chunks,
+            gap,
+            requests,
+            runs,
+        });
+    }
+
+    let streams = if options.quick { 1000 } else { 2000 };
+    let chunks = if options.quick { 10 } else { 25 };
+    println!("bench: 5. {streams} slow streams, {chunks} chunks 200 ms apart");
+    let mode = strings(&[
+        "hold",
+        "--streams",
+        &streams.to_string(),
+        "--chunks",
+        &chunks.to_string(),
+        "--gap",
+        "200",
+    ]);
+    // A fresh router (same config as `router`), so its RSS and upstream pool start
+    // from nothing: round 1 measures the memory of open streams, later rounds reuse.
+    let (fresh, fresh_addr) = start_router(
+        &bin_dir,
+        &run_dir,
+        &pinning,
+        &mock_addr,
+        "router-streams",
+        true,
+    )?;
+    let fresh_target = Target {
+        label: "router-fresh",
+        url: format!("http://{fresh_addr}/v1/chat/completions"),
+        auth: true,
+    };
+    let fresh_sampler = RssSampler::start(fresh.id());
+    let mut holds: Vec<HoldRound> = Vec::new();
+    for _ in 0..reps {
+        let connections_before = mock_connections(&mock_addr);
+        let rss_before = rss_kib(fresh.id()).unwrap_or(0);
+        fresh_sampler.take_peak();
+        let result = bench.client(&fresh_target, &mode)?;
+        let peak = fresh_sampler.take_peak();
+        holds.push(HoldRound {
+            streams,
+            result,
+            rss_before,
+            peak,
+            // Minus one: the `/stats` read that ends the count is a connection too.
+            upstream_connections: mock_connections(&mock_addr) - connections_before - 1.0,
+        });
+    }
+
+    drop(fresh_sampler);
+    drop(fresh);
+
     let mock_stats = http_get(&mock_addr, "/stats", None).unwrap_or_else(|_| "unknown".into());
     let final_rss = rss_kib(router.id()).unwrap_or(0);
     let routers_alive = matches!(
@@ -576,6 +762,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         overhead: &overhead,
         throughput: &throughput,
         features: &features,
+        tail: &tail,
+        tail_rps,
+        streaming: &streaming,
+        holds: &holds,
         idle_rss,
         final_rss,
         mock_stats,
@@ -682,6 +872,10 @@ struct Summary<'a> {
     overhead: &'a [(Run, Run)],
     throughput: &'a [ThroughputPoint],
     features: &'a [(Run, Run)],
+    tail: &'a [(serde_json::Value, serde_json::Value)],
+    tail_rps: u32,
+    streaming: &'a [StreamPoint],
+    holds: &'a [HoldRound],
     idle_rss: u64,
     final_rss: u64,
     mock_stats: String,
@@ -700,7 +894,7 @@ fn summary_table(summary: &Summary<'_>) -> String {
         out,
         "# bench: {}, {} repetitions per point, release build\n",
         if options.quick {
-            "quick (2 s runs)"
+            "quick (1 s runs)"
         } else {
             "full"
         },
@@ -779,7 +973,7 @@ fn summary_table(summary: &Summary<'_>) -> String {
         out,
         "| connections | direct req/s | router req/s | router errors | router p99 | router peak RSS |\n|---|---|---|---|---|---|"
     );
-    let mut best: Option<(u32, f64)> = None;
+    let best = best_rate(summary.throughput);
     for ThroughputPoint {
         connections,
         direct,
@@ -796,11 +990,6 @@ fn summary_table(summary: &Summary<'_>) -> String {
             errors as f64 / requests as f64
         };
         let router_rate = rates(router);
-        if router.iter().all(|run| run.error_share() < MAX_ERROR_SHARE)
-            && best.is_none_or(|(_, rate)| router_rate.median > rate)
-        {
-            best = Some((*connections, router_rate.median));
-        }
         let _ = writeln!(
             out,
             "| {connections} | {} | {} | {errors} of {requests} ({:.3} %) | {} | {} |",
@@ -875,18 +1064,154 @@ fn summary_table(summary: &Summary<'_>) -> String {
         .sum();
     let _ = writeln!(out, "\nErrors in scenario 6: {errors}.");
 
-    let _ = writeln!(
-        out,
-        "\n## Not measured yet\n\n3. tail latency at a fixed rate (open loop; wrk is closed loop); \
-         4. streaming (time to first chunk, coalescing); 5. many slow streams (RSS per \
-         thousand open streams, upstream connection reuse).\n"
-    );
+    more_sections(&mut out, summary);
     let _ = writeln!(
         out,
         "Mock upstream `/stats` at the end: `{}`",
         summary.mock_stats
     );
     out
+}
+
+type Pairs = [(serde_json::Value, serde_json::Value)];
+
+/// Median (min–max) over repetitions of `pick(direct, router)`.
+fn pair_spread(
+    pairs: &Pairs,
+    pick: &dyn Fn(&serde_json::Value, &serde_json::Value) -> f64,
+) -> Spread {
+    Spread::of(
+        &pairs
+            .iter()
+            .map(|(direct, router)| pick(direct, router))
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Scenarios 3, 4 and 5, from bench-client's summaries.
+fn more_sections(out: &mut String, summary: &Summary<'_>) {
+    let options = summary.options;
+    let _ = writeln!(
+        out,
+        "\n## 3. Tail at a fixed rate: {} req/s (50 % of the router's maximum), open loop, {} s per run\n",
+        summary.tail_rps,
+        options.seconds(Scenario::Tail)
+    );
+    let _ = writeln!(
+        out,
+        "Latency counts from each request's scheduled start (bench-client `rate`, one new \
+         task per request, pooled connections).\n"
+    );
+    let _ = writeln!(out, "| measure | direct (mock) | router |\n|---|---|---|");
+    for (name, pointer) in [
+        ("p50 (ms)", "/latency_us/p50"),
+        ("p99 (ms)", "/latency_us/p99"),
+        ("p99.9 (ms)", "/latency_us/p999"),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} |",
+            pair_spread(summary.tail, &|direct, _| field(direct, pointer) / 1000.0).show(3, ""),
+            pair_spread(summary.tail, &|_, router| field(router, pointer) / 1000.0).show(3, ""),
+        );
+    }
+    for (name, pointer) in [("achieved req/s", "/achieved_rps"), ("errors", "/errors")] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} |",
+            pair_spread(summary.tail, &|direct, _| field(direct, pointer)).show(0, ""),
+            pair_spread(summary.tail, &|_, router| field(router, pointer)).show(0, ""),
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\n## 4. Streaming: sequential streams (bench-client `ttfb`)\n\n\
+         First chunk = the first content event (the role event before it is not counted). \
+         Most per read = the most content events that arrived in one body frame at the \
+         router's client (1 = no coalescing; without a gap the kernel may coalesce).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| chunks | gap | requests per run | direct first chunk p50 | router first chunk p50 | added p50 | added p99 | router errors / missing chunks | router most per read |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for point in summary.streaming {
+        let errors: f64 = point
+            .runs
+            .iter()
+            .map(|(_, router)| field(router, "/errors"))
+            .sum();
+        let missing: f64 = point
+            .runs
+            .iter()
+            .map(|(_, router)| field(router, "/missing_chunks"))
+            .sum();
+        let most = point
+            .runs
+            .iter()
+            .map(|(_, router)| field(router, "/max_content_per_read"))
+            .fold(0.0, f64::max);
+        let added = |pointer: &str| {
+            pair_spread(&point.runs, &|direct, router| {
+                (field(router, pointer) - field(direct, pointer)) / 1000.0
+            })
+            .show(3, " ms")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} ms | {} | {} | {} | {} | {} | {errors} / {missing} | {most} |",
+            point.chunks,
+            point.gap,
+            point.requests,
+            pair_spread(&point.runs, &|direct, _| field(
+                direct,
+                "/first_chunk_us/p50"
+            ) / 1000.0)
+            .show(3, " ms"),
+            pair_spread(&point.runs, &|_, router| field(
+                router,
+                "/first_chunk_us/p50"
+            ) / 1000.0)
+            .show(3, " ms"),
+            added("/first_chunk_us/p50"),
+            added("/first_chunk_us/p99"),
+        );
+    }
+
+    let _ = writeln!(
+        out,
+        "\n## 5. Many slow streams through the router (bench-client `hold`, 200 ms between chunks)\n\n\
+         A router started just for this scenario (same config). RSS per thousand = (peak RSS \
+         while the streams are open − RSS before the round) / streams × 1000: round 1 starts \
+         from an idle router; later rounds run on memory the allocator kept. Upstream \
+         connections = connections the mock accepted during the round: later rounds \
+         opening (almost) none means the router reused its pooled upstream connections.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| round | streams | all open at once | errors | RSS before | peak RSS | RSS per 1000 streams | upstream connections opened | router first chunk p99 |\n|---|---|---|---|---|---|---|---|---|"
+    );
+    for (index, round) in summary.holds.iter().enumerate() {
+        let per_thousand =
+            (round.peak as f64 - round.rss_before as f64) / 1024.0 / f64::from(round.streams)
+                * 1000.0;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} MiB | {:.1} MiB | {per_thousand:.1} MiB | {} | {:.1} ms |",
+            index + 1,
+            round.streams,
+            round
+                .result
+                .get("all_opened")
+                .map_or("?".to_owned(), ToString::to_string),
+            field(&round.result, "/errors"),
+            round.rss_before as f64 / 1024.0,
+            round.peak as f64 / 1024.0,
+            round.upstream_connections,
+            field(&round.result, "/first_chunk_us/p99") / 1000.0,
+        );
+    }
+    let _ = writeln!(out);
 }
 
 #[cfg(test)]

@@ -38,10 +38,12 @@ commands:
                for N minutes (default 1): checks ledger rows = requests, no panics, no fd
                growth; reports RSS growth per minute; table in target/soak/summary.md
   bench [--quick] [--reps N]
-               release router-server (core 0) vs loadkit's mock upstream directly (wrk and
-               mock on core 1): overhead at 1 connection, throughput at 32/128/512
-               connections with peak RSS, features on vs off; each point N times (default
-               3), median (min-max); table in target/bench/summary.md (--quick: 2 s runs)
+               release router-server (core 0) vs loadkit's mock upstream directly (wrk,
+               bench-client and mock on core 1): overhead at 1 connection, throughput at
+               32/128/512 connections with peak RSS, open-loop tail at 50 %, streaming time
+               to first chunk, slow streams held open, features on vs off; each point N
+               times (default 3), median (min-max); table in target/bench/summary.md
+               (--quick: 1 s runs, under 2 minutes)
 ";
 
 fn main() -> ExitCode {

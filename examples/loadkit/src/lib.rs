@@ -1,4 +1,4 @@
-//! Load and soak tooling for the router, shared by its two binaries.
+//! Load, soak and bench tooling for the router, shared by its binaries.
 //!
 //! `mock-upstream` is a fast OpenAI-compatible upstream whose behaviour is chosen per
 //! request by words in the last user message (or the `x-mock` header): `fault:500`,

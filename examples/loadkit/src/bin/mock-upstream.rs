@@ -7,7 +7,7 @@
 //! `fault:400`, `fault:cut`, `fault:stall`, `fault:malformed-json`,
 //! `fault:malformed-sse`, `fault:huge`, `fault:crlf`, `delay:<ms>`, `chunks:<n>`,
 //! `gap:<ms>`, `stall:<ms>`. Every answer carries `usage` with deterministic counts.
-//! `GET /stats` returns the request counters as JSON.
+//! `GET /stats` returns the request and connection counters as JSON.
 
 // The binary's interface is what it prints: the address it listens on, and errors.
 #![allow(clippy::print_stderr)]
@@ -63,6 +63,8 @@ struct Stats {
     /// Answers whose client went away before the body was fully sent.
     aborted: AtomicU64,
     in_flight: AtomicU64,
+    /// Connections accepted: how many upstream connections a client opened.
+    connections: AtomicU64,
 }
 
 impl Stats {
@@ -76,6 +78,7 @@ impl Stats {
                 "completed": load(&self.completed),
                 "aborted": load(&self.aborted),
                 "in_flight": load(&self.in_flight),
+                "connections": load(&self.connections),
             })
             .to_string(),
         )
@@ -201,6 +204,7 @@ async fn serve(args: Args) -> io::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::clone(&stats);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
