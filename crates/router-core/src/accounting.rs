@@ -285,7 +285,8 @@ fn completion_text(completion: &JsonObject) -> String {
     {
         for key in ["content", "reasoning_content"] {
             if let Some(part) = choice
-                .pointer(&format!("/message/{key}"))
+                .get("message")
+                .and_then(|message| message.get(key))
                 .and_then(Value::as_str)
             {
                 text.push_str(part);
@@ -329,7 +330,8 @@ impl AccountedStream {
             {
                 for key in ["content", "reasoning_content"] {
                     if let Some(part) = choice
-                        .pointer(&format!("/delta/{key}"))
+                        .get("delta")
+                        .and_then(|delta| delta.get(key))
                         .and_then(Value::as_str)
                     {
                         self.relayed.push_str(part);

@@ -73,8 +73,12 @@ pub fn prompt_tokens(counter: &dyn TokenCounter, entry: &ModelEntry, body: &Json
             .into_iter()
             .flatten()
         {
-            for pointer in ["/function/name", "/function/arguments"] {
-                if let Some(text) = call.pointer(pointer).and_then(Value::as_str) {
+            let function = call.get("function");
+            for key in ["name", "arguments"] {
+                if let Some(text) = function
+                    .and_then(|function| function.get(key))
+                    .and_then(Value::as_str)
+                {
                     tokens += count(text);
                 }
             }

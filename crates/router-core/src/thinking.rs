@@ -57,7 +57,9 @@ fn insert(value: &mut Value, key: &str, item: Value) {
 
 fn is_thought(holder: &Value) -> bool {
     holder
-        .pointer("/extra_content/google/thought")
+        .get("extra_content")
+        .and_then(|extra| extra.get("google"))
+        .and_then(|google| google.get("thought"))
         .and_then(Value::as_bool)
         == Some(true)
 }

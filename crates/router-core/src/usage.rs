@@ -33,12 +33,17 @@ impl Tokens {
 
     /// Reads an OpenAI `usage` object. `None` when it is not one.
     pub fn from_usage(usage: &Value) -> Option<Self> {
-        let number = |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64);
+        // `get` chains, not `Value::pointer`: a pointer allocates per segment.
+        let number = |path: &[&str]| {
+            path.iter()
+                .try_fold(usage, |value, key| value.get(key))
+                .and_then(Value::as_u64)
+        };
         Some(Self {
-            prompt: number("/prompt_tokens")?,
-            completion: number("/completion_tokens").unwrap_or(0),
-            cached: number("/prompt_tokens_details/cached_tokens").unwrap_or(0),
-            reasoning: number("/completion_tokens_details/reasoning_tokens").unwrap_or(0),
+            prompt: number(&["prompt_tokens"])?,
+            completion: number(&["completion_tokens"]).unwrap_or(0),
+            cached: number(&["prompt_tokens_details", "cached_tokens"]).unwrap_or(0),
+            reasoning: number(&["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0),
         })
     }
 
