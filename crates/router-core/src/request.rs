@@ -119,10 +119,24 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ChatError> {
     };
 
     validate_messages(body.get("messages"))?;
-    for (name, shape) in FIELDS {
-        if let Some(value) = body.get(*name) {
-            check_shape(name, *shape, value)?;
+    // One pass over the body's few fields instead of one hash lookup per known
+    // field; a body with several bad fields still reports the first in
+    // `FIELDS` order.
+    let mut first_bad: Option<(usize, &str, Shape, &Value)> = None;
+    for (key, value) in &body {
+        let Some(index) = FIELDS.iter().position(|(name, _)| *name == key.as_str()) else {
+            continue;
+        };
+        let (name, shape) = FIELDS[index];
+        if first_bad.is_some_and(|(first, ..)| first < index) {
+            continue;
         }
+        if !shape_fits(shape, value) {
+            first_bad = Some((index, name, shape, value));
+        }
+    }
+    if let Some((_, name, shape, value)) = first_bad {
+        check_shape(name, shape, value)?;
     }
 
     let stream = matches!(body.get("stream"), Some(Value::Bool(true)));
@@ -206,11 +220,12 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), ChatError> {
     Ok(())
 }
 
-fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<(), ChatError> {
+/// Whether `value` has the shape; `null` fits every optional field.
+fn shape_fits(shape: Shape, value: &Value) -> bool {
     if value.is_null() {
-        return Ok(());
+        return true;
     }
-    let ok = match shape {
+    match shape {
         Shape::Integer => value.is_i64() || value.is_u64(),
         Shape::NonNegativeInteger => value.is_u64(),
         Shape::PositiveInteger => value.as_u64().is_some_and(|n| n >= 1),
@@ -240,8 +255,11 @@ fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<(), ChatError>
                 .and_then(Value::as_str)
                 .is_some_and(|kind| RESPONSE_FORMATS.contains(&kind))
         }),
-    };
-    if ok {
+    }
+}
+
+fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<(), ChatError> {
+    if shape_fits(shape, value) {
         return Ok(());
     }
     let expected = match shape {
