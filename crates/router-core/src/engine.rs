@@ -1,6 +1,7 @@
 //! The routing engine: authenticate, parse, resolve, dispatch with failover,
 //! rewrite the answer.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -384,7 +385,19 @@ impl Router {
                 books.begin_attempt(entry, key_index, permit, prompt);
                 let api_key = key_index.map(|index| keys[index].clone());
                 attempts += 1;
-                let result = self.attempt(deployment, &request, api_key).await;
+                // The last candidate, or the last attempt allowed: no retry
+                // can follow, so the client's body moves into the upstream
+                // body instead of being copied.
+                let last = (offset + 1 == entries && key_offset + 1 == keys.len().max(1))
+                    || attempts as u64 >= self.retry.max_attempts.get();
+                let client_body = if last {
+                    Cow::Owned(std::mem::take(&mut request.body))
+                } else {
+                    Cow::Borrowed(&request.body)
+                };
+                let result = self
+                    .attempt(deployment, &request, client_body, api_key)
+                    .await;
                 let change = pass.record(result.as_ref().err(), self.clock.now(), &self.cooldown);
                 log_change(change, entry, key_index);
                 match result {
@@ -487,11 +500,12 @@ impl Router {
         &self,
         deployment: &Deployment,
         request: &ChatRequest,
+        client_body: Cow<'_, JsonObject>,
         api_key: Option<Secret>,
     ) -> Result<Answer, ProviderError> {
         let entry = &deployment.entry;
         let upstream_streams = request.stream || entry.stream_only;
-        let body = upstream_body(entry, &request.body, upstream_streams);
+        let body = upstream_body(entry, client_body, upstream_streams);
         let provider_request = ProviderRequest { body, api_key };
         let mut rewriter = Rewriter::new(&request.model, entry.support_google_thinking);
 
@@ -602,8 +616,8 @@ pub fn ledger_key_id(key: &ClientKeyConfig) -> u64 {
 /// The body sent upstream for one attempt. Each attempt starts from the
 /// client's body (the seed edited one buffer across attempts, so an earlier
 /// entry's rewrite leaked into the next).
-fn upstream_body(entry: &ModelEntry, client_body: &JsonObject, stream: bool) -> JsonObject {
-    let mut body = client_body.clone();
+fn upstream_body(entry: &ModelEntry, client_body: Cow<'_, JsonObject>, stream: bool) -> JsonObject {
+    let mut body = client_body.into_owned();
     if entry.support_google_thinking {
         thinking::map_request(&mut body);
     }
