@@ -5,7 +5,6 @@
 //! integers, resets as Go's `time.Duration` text (`1s`, `6m0s`, `120ms`),
 //! which is what OpenAI's servers send.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -74,32 +73,71 @@ pub(crate) fn insert_headers(headers: &mut HeaderMap, rate: RateInfo) {
 /// arrives early.
 pub(crate) fn go_duration(duration: Duration) -> String {
     let millis = duration.as_millis() + u128::from(duration.subsec_nanos() % 1_000_000 != 0);
+    // Digits pushed by hand: `format!` costs several times as much, and this
+    // runs for every limited response.
+    let mut text = String::with_capacity(16);
     if millis == 0 {
-        return "0s".to_owned();
+        text.push_str("0s");
+        return text;
     }
     if millis < 1000 {
-        return format!("{millis}ms");
+        push_decimal(&mut text, millis);
+        text.push_str("ms");
+        return text;
     }
     let hours = millis / 3_600_000;
     let minutes = millis / 60_000 % 60;
     let seconds = millis / 1000 % 60;
     let fraction = millis % 1000;
-    let mut text = String::with_capacity(16);
-    // Writing to a String cannot fail.
     if hours > 0 {
-        let _ = write!(text, "{hours}h");
+        push_decimal(&mut text, hours);
+        text.push('h');
     }
     if hours > 0 || minutes > 0 {
-        let _ = write!(text, "{minutes}m");
+        push_decimal(&mut text, minutes);
+        text.push('m');
     }
-    let _ = write!(text, "{seconds}");
+    push_decimal(&mut text, seconds);
     if fraction > 0 {
-        let digits = format!("{fraction:03}");
+        // Three digits, trailing zeros dropped: `.5`, `.64`, `.004`.
+        let digits = [fraction / 100, fraction / 10 % 10, fraction % 10];
+        let kept = if digits[2] != 0 {
+            3
+        } else if digits[1] != 0 {
+            2
+        } else {
+            1
+        };
         text.push('.');
-        text.push_str(digits.trim_end_matches('0'));
+        for digit in &digits[..kept] {
+            text.push(decimal_digit(*digit));
+        }
     }
     text.push('s');
     text
+}
+
+/// `n` in decimal, appended to `text`.
+fn push_decimal(text: &mut String, mut n: u128) {
+    // u128::MAX has 39 digits.
+    let mut digits = [0u8; 39];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for digit in &digits[start..] {
+        text.push(char::from(*digit));
+    }
+}
+
+/// The ASCII digit of `digit` (0..=9).
+fn decimal_digit(digit: u128) -> char {
+    char::from(b'0' + (digit % 10) as u8)
 }
 
 #[cfg(test)]
