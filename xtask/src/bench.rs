@@ -47,10 +47,14 @@ const FEATURES_CONNECTIONS: u32 = 128;
 const CHAT_BODY: &str =
     r#"{"model":"bench","messages":[{"role":"user","content":"Hello there chunks:4"}]}"#;
 
+mod litellm;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
     quick: bool,
     reps: usize,
+    /// `--peer litellm`: scenarios 1 and 2 (32 connections) against LiteLLM proxy too.
+    litellm: bool,
 }
 
 impl Options {
@@ -76,6 +80,7 @@ fn parse_options(args: &[String]) -> Result<Options> {
     let mut options = Options {
         quick: false,
         reps: 3,
+        litellm: false,
     };
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
@@ -89,8 +94,12 @@ fn parse_options(args: &[String]) -> Result<Options> {
                     .filter(|&n| (1..=20).contains(&n))
                     .with_context(|| format!("--reps takes 1 to 20, not `{value}`"))?;
             }
+            "--peer" => match rest.next().map(String::as_str) {
+                Some("litellm") => options.litellm = true,
+                other => bail!("--peer takes `litellm`, not {other:?}"),
+            },
             other => {
-                bail!("unknown argument `{other}`\nusage: cargo xtask bench [--quick] [--reps N]")
+                bail!("unknown argument `{other}`\nusage: cargo xtask bench [--quick] [--reps N] [--peer litellm]")
             }
         }
     }
@@ -183,6 +192,22 @@ struct ThroughputPoint {
     router: Vec<Run>,
     peaks: Vec<f64>,
 }
+
+/// Scenario 7, `--peer litellm`: runs as [direct, router, LiteLLM], interleaved.
+struct PeerRuns {
+    /// Scenario 1's shape: one connection.
+    overhead: Vec<[Run; 3]>,
+    /// Scenario 2's shape at [`PEER_CONNECTIONS`].
+    throughput: Vec<[Run; 3]>,
+    router_peaks: Vec<f64>,
+    litellm_peaks: Vec<f64>,
+    litellm_idle_rss: u64,
+}
+
+/// Connections for the throughput comparison with LiteLLM.
+const PEER_CONNECTIONS: u32 = 32;
+/// The issue's target: the router's throughput at least this many times LiteLLM's.
+const PEER_TARGET_RATIO: f64 = 40.0;
 
 /// Scenario 4 at one shape: (direct, router) summaries of `bench-client ttfb`.
 struct StreamPoint {
@@ -536,6 +561,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .with_context(|| format!("removing {}", run_dir.display()))?;
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    // Installed before the build, so a failed install stops the bench at once.
+    let litellm_program = if options.litellm {
+        Some(litellm::install(&bench_dir)?)
+    } else {
+        None
+    };
     let bin_dir = build(root, &metadata.target_directory, &bench_dir)?;
 
     let pinning = Pinning::detect();
@@ -644,6 +675,18 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         let on = bench.wrk(&routed, FEATURES_CONNECTIONS, seconds)?;
         features.push((on, off));
     }
+
+    let peer = match &litellm_program {
+        Some(program) => Some(peer_scenario(
+            &mut bench,
+            &options,
+            program,
+            &mock_addr,
+            [&direct, &routed],
+            &sampler,
+        )?),
+        None => None,
+    };
 
     let max_rate = best_rate(&throughput).map_or(1000.0, |(_, rate)| rate);
     let tail_rps = ((max_rate * 0.5) as u32).max(1);
@@ -762,6 +805,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         overhead: &overhead,
         throughput: &throughput,
         features: &features,
+        peer: peer.as_ref(),
         tail: &tail,
         tail_rps,
         streaming: &streaming,
@@ -790,6 +834,185 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Scenario 7: scenarios 1 and 2 (at [`PEER_CONNECTIONS`]) against the mock, the
+/// router and LiteLLM, started here on the router's core and stopped (its whole
+/// process group) before this returns.
+fn peer_scenario(
+    bench: &mut Bench,
+    options: &Options,
+    program: &Path,
+    mock_addr: &str,
+    [direct, routed]: [&Target; 2],
+    router_sampler: &RssSampler,
+) -> Result<PeerRuns> {
+    println!("bench: 7. versus LiteLLM {}", litellm::VERSION);
+    let mut proxy = litellm::start(
+        program,
+        &bench.run_dir.clone(),
+        bench.pinning.router,
+        mock_addr,
+    )?;
+    let target = Target {
+        label: "litellm",
+        url: format!("http://{}/v1/chat/completions", proxy.addr),
+        auth: true,
+    };
+    let litellm_idle_rss = rss_kib(proxy.pid()).unwrap_or(0);
+    let sampler = RssSampler::start(proxy.pid());
+    bench.wrk(&target, PEER_CONNECTIONS, 1)?;
+    let mut runs = PeerRuns {
+        overhead: Vec::new(),
+        throughput: Vec::new(),
+        router_peaks: Vec::new(),
+        litellm_peaks: Vec::new(),
+        litellm_idle_rss,
+    };
+    let seconds = options.seconds(Scenario::Overhead);
+    for _ in 0..options.reps {
+        runs.overhead.push([
+            bench.wrk(direct, 1, seconds)?,
+            bench.wrk(routed, 1, seconds)?,
+            bench.wrk(&target, 1, seconds)?,
+        ]);
+    }
+    let seconds = options.seconds(Scenario::Throughput);
+    for _ in 0..options.reps {
+        let direct_run = bench.wrk(direct, PEER_CONNECTIONS, seconds)?;
+        router_sampler.take_peak();
+        let router_run = bench.wrk(routed, PEER_CONNECTIONS, seconds)?;
+        runs.router_peaks
+            .push(router_sampler.take_peak() as f64 / 1024.0);
+        sampler.take_peak();
+        let litellm_run = bench.wrk(&target, PEER_CONNECTIONS, seconds)?;
+        runs.litellm_peaks.push(sampler.take_peak() as f64 / 1024.0);
+        runs.throughput.push([direct_run, router_run, litellm_run]);
+    }
+    let alive = proxy.alive();
+    drop(sampler);
+    drop(proxy);
+    if !alive {
+        bail!(
+            "LiteLLM exited during the bench (log in {})",
+            bench.run_dir.join("litellm.log").display()
+        );
+    }
+    Ok(runs)
+}
+
+/// Scenario 7's section of the table.
+fn peer_section(out: &mut String, options: &Options, peer: &PeerRuns) {
+    let _ = writeln!(
+        out,
+        "\n## 7. Versus LiteLLM proxy {}: 1 connection {} s and {PEER_CONNECTIONS} connections {} s per run\n",
+        litellm::VERSION,
+        options.seconds(Scenario::Overhead),
+        options.seconds(Scenario::Throughput)
+    );
+    let _ = writeln!(
+        out,
+        "`litellm[proxy]=={}` from PyPI in `target/bench/litellm-venv`, one uvicorn worker \
+         (`--num_workers 1`) on the router's core, the same mock and body, a master key (the \
+         router authenticates too), no database; `LITELLM_LOG=ERROR`, telemetry off, \
+         `set_verbose: false`, local cost map, uvicorn access log off. The router is the one \
+         of scenarios 1 and 2 (features on). Direct, router and LiteLLM runs alternate.\n",
+        litellm::VERSION
+    );
+    let _ = writeln!(
+        out,
+        "| measure | direct (mock) | router | LiteLLM | router / LiteLLM |\n|---|---|---|---|---|"
+    );
+    let spread = |rows: &[[Run; 3]], pick: &dyn Fn(&[Run; 3]) -> f64| {
+        Spread::of(&rows.iter().map(pick).collect::<Vec<_>>())
+    };
+    let rate_row = |name: &str, rows: &[[Run; 3]]| {
+        format!(
+            "| {name} | {} | {} | {} | {} |",
+            spread(rows, &|r| r[0].rate()).show(0, ""),
+            spread(rows, &|r| r[1].rate()).show(0, ""),
+            spread(rows, &|r| r[2].rate()).show(0, ""),
+            spread(rows, &|r| r[1].rate() / r[2].rate()).show(1, "×"),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "{}",
+        rate_row(
+            &format!("requests/s, {PEER_CONNECTIONS} connections"),
+            &peer.throughput
+        )
+    );
+    let _ = writeln!(
+        out,
+        "{}",
+        rate_row("requests/s, 1 connection", &peer.overhead)
+    );
+    for (percentile, connections, rows, pick) in [
+        (
+            "p50",
+            1,
+            &peer.overhead,
+            (|run: &Run| ms(run.p50_us)) as fn(&Run) -> f64,
+        ),
+        ("p99", 1, &peer.overhead, |run: &Run| ms(run.p99_us)),
+        ("p50", PEER_CONNECTIONS, &peer.throughput, |run: &Run| {
+            ms(run.p50_us)
+        }),
+        ("p99", PEER_CONNECTIONS, &peer.throughput, |run: &Run| {
+            ms(run.p99_us)
+        }),
+    ] {
+        let name = format!(
+            "{percentile}, {connections} connection{}",
+            if connections == 1 { "" } else { "s" }
+        );
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | |",
+            spread(rows, &|r| pick(&r[0])).show(3, " ms"),
+            spread(rows, &|r| pick(&r[1])).show(3, " ms"),
+            spread(rows, &|r| pick(&r[2])).show(3, " ms"),
+        );
+        let _ = writeln!(
+            out,
+            "| {name}, added over direct | | {} | {} | |",
+            spread(rows, &|r| pick(&r[1]) - pick(&r[0])).show(3, " ms"),
+            spread(rows, &|r| pick(&r[2]) - pick(&r[0])).show(3, " ms"),
+        );
+    }
+    let errors = |index: usize| -> (u64, u64) {
+        peer.overhead
+            .iter()
+            .chain(&peer.throughput)
+            .fold((0, 0), |(errors, requests), runs| {
+                (errors + runs[index].errors, requests + runs[index].requests)
+            })
+    };
+    let ((router_errors, router_requests), (litellm_errors, litellm_requests)) =
+        (errors(1), errors(2));
+    let _ = writeln!(
+        out,
+        "| errors | | {router_errors} of {router_requests} | {litellm_errors} of {litellm_requests} | |"
+    );
+    let _ = writeln!(
+        out,
+        "| peak RSS, {PEER_CONNECTIONS} connections | | {} | {} | |",
+        Spread::of(&peer.router_peaks).show(1, " MiB"),
+        Spread::of(&peer.litellm_peaks).show(1, " MiB"),
+    );
+    let ratio = spread(&peer.throughput, &|r| r[1].rate() / r[2].rate()).median;
+    let _ = writeln!(
+        out,
+        "\nLiteLLM RSS after start {:.1} MiB. Target: router throughput at least {PEER_TARGET_RATIO:.0}× \
+         LiteLLM's on the same core: {} (median ratio {ratio:.1}×).",
+        peer.litellm_idle_rss as f64 / 1024.0,
+        if ratio >= PEER_TARGET_RATIO {
+            "met"
+        } else {
+            "NOT met"
+        },
+    );
 }
 
 /// wrk 4 prints its usage and exits 1 on `--version`; its first line names it.
@@ -872,6 +1095,7 @@ struct Summary<'a> {
     overhead: &'a [(Run, Run)],
     throughput: &'a [ThroughputPoint],
     features: &'a [(Run, Run)],
+    peer: Option<&'a PeerRuns>,
     tail: &'a [(serde_json::Value, serde_json::Value)],
     tail_rps: u32,
     streaming: &'a [StreamPoint],
@@ -1063,6 +1287,9 @@ fn summary_table(summary: &Summary<'_>) -> String {
         .map(|(with, without)| with.errors + without.errors)
         .sum();
     let _ = writeln!(out, "\nErrors in scenario 6: {errors}.");
+    if let Some(peer) = summary.peer {
+        peer_section(&mut out, options, peer);
+    }
 
     more_sections(&mut out, summary);
     let _ = writeln!(
@@ -1228,16 +1455,20 @@ mod tests {
             parse_options(&args(&[])).unwrap(),
             Options {
                 quick: false,
-                reps: 3
+                reps: 3,
+                litellm: false
             }
         );
         assert_eq!(
-            parse_options(&args(&["--quick", "--reps", "5"])).unwrap(),
+            parse_options(&args(&["--quick", "--reps", "5", "--peer", "litellm"])).unwrap(),
             Options {
                 quick: true,
-                reps: 5
+                reps: 5,
+                litellm: true
             }
         );
+        assert!(parse_options(&args(&["--peer", "vllm"])).is_err());
+        assert!(parse_options(&args(&["--peer"])).is_err());
         assert!(parse_options(&args(&["--reps", "0"])).is_err());
         assert!(parse_options(&args(&["--slow"])).is_err());
     }

@@ -37,13 +37,16 @@ commands:
                router-server under mixed traffic and faults from loadkit's mock upstream
                for N minutes (default 1): checks ledger rows = requests, no panics, no fd
                growth; reports RSS growth per minute; table in target/soak/summary.md
-  bench [--quick] [--reps N]
+  bench [--quick] [--reps N] [--peer litellm]
                release router-server (core 0) vs loadkit's mock upstream directly (wrk,
                bench-client and mock on core 1): overhead at 1 connection, throughput at
                32/128/512 connections with peak RSS, open-loop tail at 50 %, streaming time
                to first chunk, slow streams held open, features on vs off; each point N
                times (default 3), median (min-max); table in target/bench/summary.md
                (--quick: 1 s runs, under 2 minutes)
+               --peer litellm: also LiteLLM proxy (litellm[proxy]==1.77.7 from PyPI in
+               target/bench/litellm-venv, 1 worker, router's core, same mock): scenarios
+               1 and 2 (32 connections) for direct, router and LiteLLM; ratio and peak RSS
 ";
 
 fn main() -> ExitCode {
