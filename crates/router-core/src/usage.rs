@@ -145,6 +145,18 @@ pub struct UsageRecord {
 /// Takes usage records. Must not block.
 pub trait UsageSink: Send + Sync + fmt::Debug {
     fn record(&self, record: UsageRecord);
+
+    /// Whether the sink keeps the record it is given. A sink that only reads
+    /// it (the metrics) answers `false` and overrides [`UsageSink::record_ref`],
+    /// so a [`FanOut`] hands it a reference instead of a copy.
+    fn keeps_records(&self) -> bool {
+        true
+    }
+
+    /// Takes a record by reference; by default a copy goes to `record`.
+    fn record_ref(&self, record: &UsageRecord) {
+        self.record(record.clone());
+    }
 }
 
 /// Hands each record to several sinks (the ledger and the metrics).
@@ -153,11 +165,20 @@ pub struct FanOut(pub Vec<std::sync::Arc<dyn UsageSink>>);
 
 impl UsageSink for FanOut {
     fn record(&self, record: UsageRecord) {
-        if let Some((last, rest)) = self.0.split_last() {
-            for sink in rest {
-                sink.record(record.clone());
+        // The last sink that keeps records gets the record itself; the
+        // others a reference (copied only by sinks that keep it).
+        let owner = self
+            .0
+            .iter()
+            .rposition(|sink| sink.keeps_records())
+            .or(self.0.len().checked_sub(1));
+        for (index, sink) in self.0.iter().enumerate() {
+            if Some(index) != owner {
+                sink.record_ref(&record);
             }
-            last.record(record);
+        }
+        if let Some(owner) = owner {
+            self.0[owner].record(record);
         }
     }
 }

@@ -266,6 +266,14 @@ impl Metrics {
 
 impl UsageSink for Metrics {
     fn record(&self, record: UsageRecord) {
+        self.record_ref(&record);
+    }
+
+    fn keeps_records(&self) -> bool {
+        false
+    }
+
+    fn record_ref(&self, record: &UsageRecord) {
         let model = self.model_label(&record.model);
         self.usage_records.inc();
         if record.source == UsageSource::Estimated {
