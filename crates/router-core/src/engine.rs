@@ -621,8 +621,9 @@ fn upstream_body(entry: &ModelEntry, client_body: Cow<'_, JsonObject>, stream: b
     if entry.support_google_thinking {
         thinking::map_request(&mut body);
     }
-    body.insert(
-        "model".to_owned(),
+    set(
+        &mut body,
+        "model",
         Value::String(entry.provider_model_name.clone()),
     );
     if stream {
@@ -644,6 +645,17 @@ fn upstream_body(entry: &ModelEntry, client_body: Cow<'_, JsonObject>, stream: b
     body
 }
 
+/// `object[key] = value`, in place when the key is there (as `model` nearly
+/// always is), so no key is allocated only to be dropped.
+fn set(object: &mut JsonObject, key: &str, value: Value) {
+    match object.get_mut(key) {
+        Some(slot) => *slot = value,
+        None => {
+            object.insert(key.to_owned(), value);
+        }
+    }
+}
+
 /// Rewrites what comes back for the client: the client-facing `model`, no
 /// top-level `provider`, and thinking post-processing.
 struct Rewriter {
@@ -663,7 +675,7 @@ impl Rewriter {
 
     fn common(&self, object: &mut JsonObject) {
         object.shift_remove("provider");
-        object.insert("model".to_owned(), self.model.clone());
+        set(object, "model", self.model.clone());
     }
 
     fn chunk(&mut self, chunk: &mut JsonObject) {
