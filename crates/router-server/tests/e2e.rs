@@ -9,7 +9,7 @@ mod upstream;
 
 use std::time::Duration;
 
-use process::{call, next_frame, run, send, write_config, RouterProcess};
+use process::{call, next_frame, read_rest, run, send, write_config, RouterProcess};
 use serde_json::{json, Value};
 use upstream::{End, Recorded, Reply, Upstream};
 
@@ -498,9 +498,7 @@ async fn shutdown_lets_an_open_stream_finish_then_exits_zero() {
         String::from_utf8_lossy(&next_frame(&mut body, Duration::from_secs(5)).await.unwrap())
             .into_owned();
     router.terminate();
-    while let Some(frame) = next_frame(&mut body, Duration::from_secs(5)).await {
-        text.push_str(&String::from_utf8_lossy(&frame));
-    }
+    text.push_str(&read_rest(&mut body, Duration::from_secs(5)).await);
     assert!(text.contains("four"), "{text}");
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     let status = router.wait(Duration::from_secs(10)).expect("did not exit");
@@ -534,9 +532,7 @@ async fn shutdown_ends_what_outlives_the_timeout_with_an_error_event_and_exits_z
             .into_owned();
     router.terminate();
     // The stream ends with one shutdown event, never [DONE], and closes.
-    while let Some(frame) = next_frame(&mut body, Duration::from_secs(5)).await {
-        text.push_str(&String::from_utf8_lossy(&frame));
-    }
+    text.push_str(&read_rest(&mut body, Duration::from_secs(5)).await);
     assert!(
         text.ends_with(
             "data: {\"error\":{\"message\":\"the server is shutting down\",\

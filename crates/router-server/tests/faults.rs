@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use process::{call, next_frame, run, send, write_config, Answer, RouterProcess};
+use process::{call, next_frame, read_rest, run, send, write_config, Answer, RouterProcess};
 use serde_json::{json, Value};
 use upstream::{End, Recorded, Reply, Upstream};
 
@@ -101,16 +101,31 @@ fn stream_body(parts: &[&str]) -> String {
     out
 }
 
-/// The first attempt fails with `status` (and `headers`); the second answers.
-fn fail_once(status: u16, body: &'static str) -> impl Fn(&Recorded) -> Reply {
+/// The upstream answers `first` to the first request and `then` to every
+/// later one.
+fn first_then(
+    first: impl Fn() -> Reply + Send + Sync + 'static,
+    then: impl Fn() -> Reply + Send + Sync + 'static,
+) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
     let calls = std::sync::atomic::AtomicUsize::new(0);
     move |_| {
         if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            Reply::json(status, body)
+            first()
         } else {
-            Reply::json(200, completion())
+            then()
         }
     }
+}
+
+/// The first attempt fails with `status`; the second answers.
+fn fail_once(
+    status: u16,
+    body: &'static str,
+) -> impl Fn(&Recorded) -> Reply + Send + Sync + 'static {
+    first_then(
+        move || Reply::json(status, body),
+        || Reply::json(200, completion()),
+    )
 }
 
 fn assert_error(answer: &Answer, status: u16, code: &str) -> Value {
@@ -220,14 +235,10 @@ async fn f09_rejected_keys_everywhere_are_a_gateway_error_not_the_clients_401() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn f10_malformed_json_from_the_upstream_is_failed_over() {
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let case = Case::simple(move |_| {
-        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            Reply::json(200, "{\"id\": \"c\", \"choices\": [")
-        } else {
-            Reply::json(200, completion())
-        }
-    })
+    let case = Case::simple(first_then(
+        || Reply::json(200, "{\"id\": \"c\", \"choices\": ["),
+        || Reply::json(200, completion()),
+    ))
     .await;
     let answer = case.post(&chat(false)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -267,14 +278,10 @@ async fn f12_an_unreachable_upstream_is_502() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn f13_a_body_cut_before_it_ends_is_failed_over() {
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let case = Case::simple(move |_| {
-        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            Reply::json(200, completion()).in_pieces(10, Duration::from_millis(5), End::Abort)
-        } else {
-            Reply::json(200, completion())
-        }
-    })
+    let case = Case::simple(first_then(
+        || Reply::json(200, completion()).in_pieces(10, Duration::from_millis(5), End::Abort),
+        || Reply::json(200, completion()),
+    ))
     .await;
     let answer = case.post(&chat(false)).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -324,14 +331,10 @@ async fn f16_non_json_data_mid_stream_is_an_error_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn f17_a_stream_broken_at_its_first_event_fails_over_before_any_byte() {
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let case = Case::simple(move |_| {
-        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            Reply::sse("data: {broken\n\n")
-        } else {
-            Reply::sse(stream_body(&["second"]))
-        }
-    })
+    let case = Case::simple(first_then(
+        || Reply::sse("data: {broken\n\n"),
+        || Reply::sse(stream_body(&["second"])),
+    ))
     .await;
     let answer = case.post(&chat(true)).await;
     assert_eq!(answer.status, 200);
@@ -399,14 +402,10 @@ async fn f20_crlf_and_spaceless_data_lines_are_parsed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn f21_a_stream_rate_limited_before_its_first_byte_fails_over() {
-    let calls = std::sync::atomic::AtomicUsize::new(0);
-    let case = Case::simple(move |_| {
-        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
-            Reply::json(429, "{}").with_header("retry-after", "1")
-        } else {
-            Reply::sse(stream_body(&["after"]))
-        }
-    })
+    let case = Case::simple(first_then(
+        || Reply::json(429, "{}").with_header("retry-after", "1"),
+        || Reply::sse(stream_body(&["after"])),
+    ))
     .await;
     let answer = case.post(&chat(true)).await;
     assert_eq!(answer.status, 200);
@@ -954,9 +953,7 @@ async fn f48_a_stream_open_at_the_shutdown_timeout_gets_an_error_event_and_the_s
         String::from_utf8_lossy(&next_frame(&mut body, Duration::from_secs(5)).await.unwrap())
             .into_owned();
     case.router.terminate();
-    while let Some(frame) = next_frame(&mut body, Duration::from_secs(5)).await {
-        text.push_str(&String::from_utf8_lossy(&frame));
-    }
+    text.push_str(&read_rest(&mut body, Duration::from_secs(5)).await);
     let events = sse_events(&text);
     assert!(
         events.last().unwrap().contains("\"server_shutdown\""),

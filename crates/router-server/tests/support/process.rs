@@ -205,6 +205,15 @@ pub async fn call(method: &str, url: &str, key: Option<&str>, body: &str) -> Ans
     }
 }
 
+/// Reads what is left of a streaming body, as text, until it ends.
+pub async fn read_rest(body: &mut Incoming, limit_per_frame: Duration) -> String {
+    let mut text = String::new();
+    while let Some(frame) = next_frame(body, limit_per_frame).await {
+        text.push_str(&String::from_utf8_lossy(&frame));
+    }
+    text
+}
+
 /// Reads the next data frame of a streaming body, at most `limit` to wait.
 pub async fn next_frame(body: &mut Incoming, limit: Duration) -> Option<Bytes> {
     loop {
