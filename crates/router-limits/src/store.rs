@@ -4,7 +4,7 @@
 //! Writes never happen on the request path. [`SqliteStore::record`] and
 //! [`SqliteStore::update`] put the row on a channel and return; one writer
 //! thread (rusqlite is blocking) commits what arrived every
-//! `flush_interval`, or as soon as [`BATCH_ROWS`] rows wait, in one
+//! `flush_interval`, or once [`BATCH_ROWS`] rows wait, in one
 //! transaction. Counter updates coalesce: a batch keeps only the latest
 //! value of each (limit, period).
 //!
@@ -118,6 +118,9 @@ pub struct SqliteStore {
     closed: AtomicBool,
     /// The running writer; taken by `close` to join it.
     writer_thread: Mutex<Option<thread::JoinHandle<StoppedWriter>>>,
+    /// The writer, to unpark it: it sleeps until its batch is due and
+    /// rows do not wake it (see `Writer::run`).
+    writer: thread::Thread,
     /// What the writer hands back when it stops: its connection, any rows it
     /// could not write, and the receiver, which stays alive so that a row
     /// sent while `close` runs lands in it rather than vanishing.
@@ -169,6 +172,7 @@ impl SqliteStore {
             .spawn(move || writer.run())
             .map_err(|source| StoreError::SpawnWriter { source })?;
         Ok(Self {
+            writer: writer_thread.thread().clone(),
             readers: Arc::new(Readers {
                 path: path.clone(),
                 idle: Mutex::new(Vec::new()),
@@ -228,9 +232,9 @@ impl SqliteStore {
             return self.write_after_close(None);
         };
         let (reply, answer) = mpsc::sync_channel(1);
-        let final_write = match self.sender.send(Message::Close(Reply::Blocking(reply))) {
+        let final_write = match self.send(Message::Close(Reply::Blocking(reply))) {
             Ok(()) => answer.recv().unwrap_or(Err(StoreError::WriterGone)),
-            Err(_) => Err(StoreError::WriterGone),
+            Err(error) => Err(error),
         };
         match writer_thread.join() {
             Ok(stopped) => *lock(&self.stopped_writer) = Some(stopped),
@@ -272,18 +276,22 @@ impl SqliteStore {
             .with(|connection| query::totals(connection, query))
     }
 
+    /// Sends a control message and wakes the writer for it.
     fn send(&self, message: Message) -> Result<(), StoreError> {
         self.sender
             .send(message)
-            .map_err(|_| StoreError::WriterGone)
+            .map_err(|_| StoreError::WriterGone)?;
+        self.writer.unpark();
+        Ok(())
     }
 
     /// Hands a row to the writer: the request path. Two atomic operations and
-    /// a channel push; never waits for the disk.
+    /// a channel push, which wakes nobody: the writer looks when its batch is
+    /// due, or when this row fills one. Never waits for the disk.
     fn enqueue(&self, message: Message) {
         // Counted before the send, so that the writer's decrement after the
         // commit can never run first.
-        self.queued.fetch_add(1, Ordering::AcqRel);
+        let queued = self.queued.fetch_add(1, Ordering::AcqRel) + 1;
         if self.closed.load(Ordering::Acquire) {
             self.log_failure(self.write_after_close(Some(message)));
             return;
@@ -291,6 +299,10 @@ impl SqliteStore {
         if let Err(mpsc::SendError(message)) = self.sender.send(message) {
             // Only if the writer thread died: write it here instead.
             self.log_failure(self.write_after_close(Some(message)));
+            return;
+        }
+        if queued % BATCH_ROWS == 0 {
+            self.writer.unpark();
         }
     }
 

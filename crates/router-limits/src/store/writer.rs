@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use router_core::usage::UsageRecord;
@@ -226,55 +227,84 @@ impl Writer {
     /// Runs until `Close` (or until every sender is gone) and hands back the
     /// batch and the receiver, so that the store can still write what
     /// arrives after (see `SqliteStore::close`).
+    ///
+    /// The writer shares its core with the requests, so it must not wake
+    /// for every row: a wake-up is a context switch on the request path.
+    /// Idle, it sleeps in `recv` and the first row wakes it. From then on
+    /// it sleeps in `park_timeout` until the batch is due: rows sent
+    /// meanwhile wait in the channel without waking it. The store unparks
+    /// it early for a flush, a close, and each [`BATCH_ROWS`]-th queued row.
     pub(crate) fn run(mut self) -> StoppedWriter {
         // When the oldest unwritten row must be written by; `None` while
-        // nothing waits, so an idle writer sleeps in `recv` without waking.
+        // nothing waits.
         let mut deadline: Option<Instant> = None;
         loop {
-            let message = match deadline {
-                None => match self.receiver.recv() {
-                    Ok(message) => message,
-                    Err(mpsc::RecvError) => break,
-                },
-                Some(at) => {
-                    let wait = at.saturating_duration_since(Instant::now());
-                    match self.receiver.recv_timeout(wait) {
-                        Ok(message) => message,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {
-                            self.retrying = !self.batch.write_logged();
-                            deadline = self.next_deadline();
-                            continue;
+            if deadline.is_none() {
+                match self.receiver.recv() {
+                    Ok(message) => {
+                        if let Some(stop) = self.take(message, &mut deadline) {
+                            return self.close(stop);
                         }
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    Err(mpsc::RecvError) => break,
+                }
+            }
+            loop {
+                match self.receiver.try_recv() {
+                    Ok(message) => {
+                        if let Some(stop) = self.take(message, &mut deadline) {
+                            return self.close(stop);
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        self.batch.write_logged();
+                        return self.stopped();
                     }
                 }
-            };
-            match message {
-                Message::Record(record) => self.batch.push_record(record),
-                Message::Counter(row) => self.batch.push_counter(row),
-                Message::Flush(reply) => {
-                    let result = self.batch.write();
-                    self.retrying = result.is_err();
-                    reply.send(result);
-                    deadline = self.next_deadline();
-                    continue;
-                }
-                Message::Close(reply) => {
-                    reply.send(self.batch.write());
-                    return self.stopped();
-                }
             }
-            if deadline.is_none() {
-                deadline = Some(Instant::now() + self.flush_interval);
-            }
+            let due = deadline.is_some_and(|at| at <= Instant::now());
             // A full batch goes now, unless the last attempt failed (then
             // it waits for the next tick).
-            if self.batch.rows() >= BATCH_ROWS && !self.retrying {
+            let full = self.batch.rows() >= BATCH_ROWS && !self.retrying;
+            if due || full {
                 self.retrying = !self.batch.write_logged();
                 deadline = self.next_deadline();
             }
+            if let Some(at) = deadline {
+                // May return early (an unpark, or spuriously): the loop
+                // just looks again.
+                thread::park_timeout(at.saturating_duration_since(Instant::now()));
+            }
         }
         self.batch.write_logged();
+        self.stopped()
+    }
+
+    /// Adds a row to the batch or answers a flush. Returns the reply of a
+    /// `Close`, which ends the loop.
+    fn take(&mut self, message: Message, deadline: &mut Option<Instant>) -> Option<Reply> {
+        match message {
+            Message::Record(record) => self.batch.push_record(record),
+            Message::Counter(row) => self.batch.push_counter(row),
+            Message::Flush(reply) => {
+                let result = self.batch.write();
+                self.retrying = result.is_err();
+                reply.send(result);
+                *deadline = self.next_deadline();
+                return None;
+            }
+            Message::Close(reply) => return Some(reply),
+        }
+        if deadline.is_none() {
+            *deadline = Some(Instant::now() + self.flush_interval);
+        }
+        None
+    }
+
+    /// Writes everything received, answers the `Close` and stops.
+    fn close(mut self, reply: Reply) -> StoppedWriter {
+        reply.send(self.batch.write());
         self.stopped()
     }
 
