@@ -365,6 +365,20 @@ struct Bench {
     run_dir: PathBuf,
     /// Every wrk run, for the raw log.
     log: Vec<String>,
+    /// Runs that went wrong (errors where none are expected, missing chunks): the bench
+    /// writes its summary, then fails with this list.
+    failures: Vec<String>,
+}
+
+impl Bench {
+    /// Records a failure unless `target` is a peer whose errors are only reported.
+    fn expect_clean(&mut self, target: &Target, what: &str, problem: Option<String>) {
+        if let Some(problem) = problem.filter(|_| target.label != "litellm") {
+            let line = format!("{} {what}: {problem}", target.label);
+            println!("bench:   FAILURE {line}");
+            self.failures.push(line);
+        }
+    }
 }
 
 impl Bench {
@@ -400,6 +414,17 @@ impl Bench {
         );
         println!("bench:   {line}");
         self.log.push(line);
+        let problem = if run.requests == 0 {
+            Some("no request completed".to_owned())
+        } else if run.errors > 0 {
+            Some(format!(
+                "{} errors of {} requests",
+                run.errors, run.requests
+            ))
+        } else {
+            None
+        };
+        self.expect_clean(target, &format!("wrk c={connections}"), problem);
         Ok(run)
     }
 }
@@ -426,8 +451,29 @@ impl Bench {
         let line = format!("{} {}: {value}", target.label, mode.join(" "));
         println!("bench:   {line}");
         self.log.push(line);
+        let problem = client_problem(&value);
+        self.expect_clean(target, &mode.join(" "), problem);
         Ok(value)
     }
+}
+
+/// What is wrong with a bench-client summary: errors, missing chunks, streams that
+/// were never all open at once.
+fn client_problem(value: &serde_json::Value) -> Option<String> {
+    let count = |pointer: &str| value.pointer(pointer).and_then(serde_json::Value::as_u64);
+    let mut problems = Vec::new();
+    match count("/errors") {
+        Some(0) => {}
+        Some(errors) => problems.push(format!("{errors} errors")),
+        None => problems.push("no error count in the summary".to_owned()),
+    }
+    if let Some(missing @ 1..) = count("/missing_chunks") {
+        problems.push(format!("{missing} missing chunks"));
+    }
+    if value.get("all_opened") == Some(&serde_json::Value::Bool(false)) {
+        problems.push("the streams were not all open at once".to_owned());
+    }
+    (!problems.is_empty()).then(|| problems.join(", "))
 }
 
 /// A number inside a bench-client summary (a JSON pointer), NaN when absent.
@@ -630,6 +676,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         pinning: pinning.clone(),
         run_dir: run_dir.clone(),
         log: Vec::new(),
+        failures: Vec::new(),
     };
 
     // Warm-up: connection pools, allocator, page cache.
@@ -785,14 +832,25 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     }
 
     drop(fresh_sampler);
+    let mut fresh = fresh;
+    let fresh_alive = fresh.child_alive();
     drop(fresh);
 
     let mock_stats = http_get(&mock_addr, "/stats", None).unwrap_or_else(|_| "unknown".into());
     let final_rss = rss_kib(router.id()).unwrap_or(0);
     let routers_alive = matches!(
-        (router.child_alive(), plain_router.child_alive()),
-        (true, true)
+        (
+            router.child_alive(),
+            plain_router.child_alive(),
+            fresh_alive
+        ),
+        (true, true, true)
     );
+    if !mock.child_alive() {
+        bench
+            .failures
+            .push("mock-upstream exited during the bench".to_owned());
+    }
     drop(sampler);
     drop(router);
     drop(plain_router);
@@ -814,6 +872,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         final_rss,
         mock_stats,
         elapsed: started.elapsed(),
+        failures: &bench.failures,
     });
     println!("\n{table}");
     let summary_path = bench_dir.join("summary.md");
@@ -831,6 +890,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         bail!(
             "a router exited during the bench (logs in {})",
             run_dir.display()
+        );
+    }
+    if !bench.failures.is_empty() {
+        bail!(
+            "{} bench run(s) went wrong (logs in {}):\n  {}",
+            bench.failures.len(),
+            run_dir.display(),
+            bench.failures.join("\n  ")
         );
     }
     Ok(())
@@ -1104,6 +1171,7 @@ struct Summary<'a> {
     final_rss: u64,
     mock_stats: String,
     elapsed: Duration,
+    failures: &'a [String],
 }
 
 /// Microseconds to milliseconds.
@@ -1297,6 +1365,14 @@ fn summary_table(summary: &Summary<'_>) -> String {
         "Mock upstream `/stats` at the end: `{}`",
         summary.mock_stats
     );
+    if summary.failures.is_empty() {
+        let _ = writeln!(out, "\nNo run had errors or missing chunks.");
+    } else {
+        let _ = writeln!(out, "\n**Runs that went wrong** (the bench fails):\n");
+        for failure in summary.failures {
+            let _ = writeln!(out, "- {failure}");
+        }
+    }
     out
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use crate::{conformance, process, soak, tidy};
+use crate::{bench, conformance, process, soak, tidy};
 
 type Step = fn(&Path) -> Result<()>;
 
@@ -17,6 +17,7 @@ const STEPS: &[(&str, Step)] = &[
     ("doc tests", doc_tests),
     ("conformance", conformance::run),
     ("soak", soak),
+    ("bench", bench),
 ];
 
 pub fn run(root: &Path) -> Result<()> {
@@ -124,4 +125,10 @@ fn doc_tests(root: &Path) -> Result<()> {
 /// for every CI run.
 fn soak(root: &Path) -> Result<()> {
     soak::run(root, &["--seconds".to_owned(), "20".to_owned()])
+}
+
+/// The bench's smoke run (`--quick`, under two minutes): no timing is asserted, but it
+/// fails when a run had errors, a child crashed or a binary is missing.
+fn bench(root: &Path) -> Result<()> {
+    bench::run(root, &["--quick".to_owned()])
 }
