@@ -151,6 +151,75 @@ struct StreamSeen {
     content_events: u64,
     /// The most content events that arrived in one body frame.
     max_content_per_read: u64,
+    /// Events whose bytes came in more than one body frame.
+    split_events: u64,
+}
+
+/// Cuts a body into SSE events (`\n\n` or `\r\n\r\n` ends one) whatever the frames'
+/// boundaries: an event is judged only once all of it has arrived.
+#[derive(Debug, Default)]
+struct EventSplitter {
+    pending: Vec<u8>,
+}
+
+/// What the events completed by one frame contained.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct FrameEvents {
+    events: u64,
+    content: u64,
+    done: bool,
+    /// Completed events that had begun in an earlier frame.
+    split: u64,
+}
+
+impl EventSplitter {
+    fn push(&mut self, data: &[u8]) -> FrameEvents {
+        let mut seen = FrameEvents::default();
+        let carried = self.pending.len();
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some((end, next)) = event_end(&self.pending[start..]) {
+            let event = &self.pending[start..start + end];
+            if start < carried {
+                seen.split += 1;
+            }
+            judge(event, &mut seen);
+            start += next;
+        }
+        self.pending.drain(..start);
+        seen
+    }
+}
+
+/// The length of the first complete event in `bytes` and where the next one starts.
+fn event_end(bytes: &[u8]) -> Option<(usize, usize)> {
+    let lf = bytes.windows(2).position(|pair| pair == b"\n\n");
+    let crlf = bytes.windows(4).position(|quad| quad == b"\r\n\r\n");
+    match (lf, crlf) {
+        (Some(lf), Some(crlf)) if crlf < lf => Some((crlf, crlf + 4)),
+        (Some(lf), _) => Some((lf, lf + 2)),
+        (None, Some(crlf)) => Some((crlf, crlf + 4)),
+        (None, None) => None,
+    }
+}
+
+/// Counts one complete event: comments (heartbeats) are not events.
+fn judge(event: &[u8], seen: &mut FrameEvents) {
+    let text = String::from_utf8_lossy(event);
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect();
+    if data.is_empty() {
+        return;
+    }
+    seen.events += 1;
+    if data == ["[DONE]"] {
+        seen.done = true;
+    } else if data.iter().any(|line| line.contains("\"content\":\"w")) {
+        seen.content += 1;
+    }
 }
 
 impl Target {
@@ -183,28 +252,32 @@ impl Target {
         let mut body = response.into_body();
         let mut on_first = Some(on_first);
         let mut done = false;
+        let mut splitter = EventSplitter::default();
+        let mut broken = false;
         while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else { break };
+            let Ok(frame) = frame else {
+                broken = true;
+                break;
+            };
             let Some(data) = frame.data_ref() else {
                 continue;
             };
-            let text = String::from_utf8_lossy(data);
-            let content = text.matches("\"content\":\"w").count() as u64;
-            seen.events += text.matches("data:").count() as u64;
-            seen.content_events += content;
-            seen.max_content_per_read = seen.max_content_per_read.max(content);
-            if content > 0 && seen.first_chunk.is_none() {
+            let events = splitter.push(data);
+            seen.events += events.events;
+            seen.content_events += events.content;
+            seen.split_events += events.split;
+            seen.max_content_per_read = seen.max_content_per_read.max(events.content);
+            if events.content > 0 && seen.first_chunk.is_none() {
                 seen.first_chunk = Some(started.elapsed());
                 if let Some(on_first) = on_first.take() {
                     on_first();
                 }
             }
-            if text.contains("data: [DONE]") {
-                done = true;
-            }
+            done |= events.done;
         }
         seen.total = started.elapsed();
-        seen.ok = status_ok && done;
+        // Bytes after the last complete event mean the stream was cut mid-event.
+        seen.ok = status_ok && done && !broken && splitter.pending.is_empty();
         seen
     }
 }
@@ -220,6 +293,7 @@ async fn ttfb(target: &Target, requests: u32, chunks: u32, gap: u64) -> serde_js
     let mut errors = 0;
     let mut max_per_read = 0;
     let mut missing_chunks = 0;
+    let mut split_events = 0;
     for _ in 0..requests {
         let seen = target.stream(&words, || ()).await;
         if !seen.ok || seen.content_events != u64::from(chunks) {
@@ -227,6 +301,7 @@ async fn ttfb(target: &Target, requests: u32, chunks: u32, gap: u64) -> serde_js
         }
         missing_chunks += u64::from(chunks).saturating_sub(seen.content_events);
         max_per_read = max_per_read.max(seen.max_content_per_read);
+        split_events += seen.split_events;
         if let Some(at) = seen.first_chunk {
             first.push(micros(at));
         }
@@ -237,6 +312,7 @@ async fn ttfb(target: &Target, requests: u32, chunks: u32, gap: u64) -> serde_js
         "errors": errors,
         "missing_chunks": missing_chunks,
         "max_content_per_read": max_per_read,
+        "split_events": split_events,
         "first_chunk_us": percentiles(&mut first),
         "total_us": percentiles(&mut total),
     })
@@ -348,4 +424,38 @@ fn percentiles(values: &mut [u64]) -> serde_json::Value {
         "p999": at(0.999),
         "max": values.last().copied().unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTENT: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"w1 \"}}]}\n\n";
+
+    #[test]
+    fn an_event_split_anywhere_is_counted_once_when_complete() {
+        let body = [CONTENT, CONTENT, b": keepalive\n\n", b"data: [DONE]\n\n"].concat();
+        for cut in 0..=body.len() {
+            let mut splitter = EventSplitter::default();
+            let first = splitter.push(&body[..cut]);
+            let second = splitter.push(&body[cut..]);
+            assert_eq!(first.content + second.content, 2, "cut at {cut}");
+            assert_eq!(first.events + second.events, 3, "cut at {cut}");
+            assert!(first.done || second.done, "cut at {cut}");
+            assert!(splitter.pending.is_empty());
+        }
+        let mut splitter = EventSplitter::default();
+        let head = splitter.push(&CONTENT[..20]);
+        assert_eq!((head.events, head.content), (0, 0));
+        let tail = splitter.push(&CONTENT[20..]);
+        assert_eq!((tail.content, tail.split), (1, 1));
+    }
+
+    #[test]
+    fn crlf_events_and_a_cut_tail() {
+        let mut splitter = EventSplitter::default();
+        let seen = splitter.push(b"data: {\"content\":\"w0\"}\r\n\r\ndata: [DONE]\r\n\r\ndata: {");
+        assert_eq!((seen.events, seen.content, seen.done), (2, 1, true));
+        assert!(!splitter.pending.is_empty());
+    }
 }
