@@ -180,6 +180,7 @@ fn budgets_cached_prices_and_limits_load() {
             default_output_tokens: NonZeroU64::new(2048).unwrap(),
             database: PathBuf::from("state/usage.db"),
             flush_interval: Duration::from_millis(500),
+            ledger: true,
         }
     );
 }

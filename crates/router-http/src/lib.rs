@@ -50,9 +50,12 @@ pub struct HttpConfig {
     /// It also closes HTTP/1.1 keep-alive connections idle for that long.
     pub header_read_timeout: Duration,
     /// Served on `GET /metrics` and fed with HTTP-level figures (responses
-    /// by route and status, requests in flight). `None`: no `/metrics`
-    /// route. The engine's usage records reach the same `Metrics` through
-    /// its usage sink, which the server wires.
+    /// by route and status, requests in flight). `None` (what
+    /// [`HttpConfig::from_server_config`] gives; the server keeps it so with
+    /// `server.metrics: false`): `/metrics` is an unknown path (404
+    /// `unknown_url`) and no per-request metrics work is done. The engine's
+    /// usage records reach the same `Metrics` through its usage sink, which
+    /// the server wires.
     pub metrics: Option<Arc<Metrics>>,
 }
 

@@ -589,6 +589,34 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
 }
 
 #[tokio::test]
+async fn without_metrics_the_metrics_path_is_unknown() {
+    // `metrics: None`, as the server leaves it with `server.metrics: false`.
+    let server = start_default().await;
+    let client = http1_client();
+    for method in [Method::GET, Method::HEAD, Method::POST] {
+        let answer = send(
+            &client,
+            request(method.clone(), &server.url("/metrics"), None, ""),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{method}");
+        assert_eq!(answer.header("allow"), None, "{method}");
+        if method == Method::HEAD {
+            continue;
+        }
+        let error = answer.error();
+        assert_eq!(error["code"], "unknown_url");
+        assert_eq!(error["type"], "invalid_request_error");
+        assert_eq!(error["param"], Value::Null);
+        assert_eq!(
+            error["message"],
+            format!("Unknown request URL: {method} /metrics")
+        );
+    }
+    assert!(server.stop().await.drained);
+}
+
+#[tokio::test]
 async fn auth_failures_are_401_with_a_challenge() {
     let server = start_default().await;
     let client = http1_client();

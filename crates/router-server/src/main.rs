@@ -11,10 +11,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use router_core::config::{self, Config, ConfigError, ConfigErrors};
-use router_core::usage::FanOut;
+use router_core::usage::{FanOut, NoLedger, UsageSink, UsageStore};
 use router_core::{Router, Services};
 use router_http::{HttpConfig, Metrics};
-use router_limits::{MemoryLimiter, SqliteStore, SystemClock, TiktokenCounter};
+use router_limits::{
+    CounterSink, MemoryLimiter, NoPersistence, SqliteStore, SystemClock, TiktokenCounter,
+};
 use router_providers::client::HttpClient;
 use router_providers::registry::Registry;
 use time::OffsetDateTime;
@@ -105,30 +107,62 @@ fn main() -> ExitCode {
     }
 }
 
-/// Opens the ledger, restores today's counters into the limiter, and loads
-/// the tokenizers the configured models need.
+/// Opens the ledger and restores today's counters into the limiter (unless
+/// `limits.ledger: false`), loads the tokenizers the configured models need,
+/// and builds the metrics (unless `server.metrics: false`). The usage fan-out
+/// holds only the sinks that are on.
 fn open_services(config: &Config) -> Result<(Services, Serving), String> {
-    let store = SqliteStore::from_config(&config.limits).map_err(|error| {
-        format!(
-            "cannot open the usage database {}: {error}",
-            config.limits.database.display()
-        )
-    })?;
-    let store = Arc::new(store);
-    let restored = store
-        .load_counters(OffsetDateTime::now_utc())
-        .map_err(|error| format!("cannot read the day counters: {error}"))?;
-    let limiter = MemoryLimiter::new(config, SystemClock::new(), restored, store.clone());
+    let store = if config.limits.ledger {
+        let store = SqliteStore::from_config(&config.limits).map_err(|error| {
+            format!(
+                "cannot open the usage database {}: {error}",
+                config.limits.database.display()
+            )
+        })?;
+        Some(Arc::new(store))
+    } else {
+        // Nothing is opened or created: counters live in this process only.
+        tracing::warn!(
+            "limits.ledger is false: no usage is recorded and day quotas and budgets \
+             are kept in memory only, starting from zero at every restart"
+        );
+        None
+    };
+    let (restored, counter_sink): (_, Arc<dyn CounterSink>) = match &store {
+        Some(store) => (
+            store
+                .load_counters(OffsetDateTime::now_utc())
+                .map_err(|error| format!("cannot read the day counters: {error}"))?,
+            store.clone(),
+        ),
+        None => (Vec::new(), Arc::new(NoPersistence)),
+    };
+    let limiter = MemoryLimiter::new(config, SystemClock::new(), restored, counter_sink);
     let counter = TiktokenCounter::new();
     counter.warm_up(config.models.iter().filter(|entry| entry.enabled));
-    let metrics = Arc::new(Metrics::new(
-        config.models.iter().map(|entry| entry.name.clone()),
-    ));
+    let metrics = config.server.metrics.then(|| {
+        Arc::new(Metrics::new(
+            config.models.iter().map(|entry| entry.name.clone()),
+        ))
+    });
+    // Each record goes to the ledger and to the metrics, those that are on.
+    let mut sinks: Vec<Arc<dyn UsageSink>> = Vec::with_capacity(2);
+    if let Some(store) = &store {
+        sinks.push(store.clone());
+    }
+    if let Some(metrics) = &metrics {
+        sinks.push(metrics.clone());
+    }
+    let usage: Arc<dyn UsageSink> = match sinks.len() {
+        0 => Arc::new(NoLedger),
+        1 => sinks.remove(0),
+        _ => Arc::new(FanOut(sinks)),
+    };
     let services = Services {
         limiter: Arc::new(limiter),
-        // Each record goes to the ledger and to the metrics.
-        usage: Arc::new(FanOut(vec![store.clone(), metrics.clone()])),
-        store: Some(store.clone()),
+        usage,
+        // `None`: `/v1/usage` answers that there is no ledger.
+        store: store.clone().map(|store| -> Arc<dyn UsageStore> { store }),
         counter: Arc::new(counter),
     };
     Ok((services, Serving { store, metrics }))
@@ -136,8 +170,10 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
 
 /// What serving needs besides the engine.
 struct Serving {
-    store: Arc<SqliteStore>,
-    metrics: Arc<Metrics>,
+    /// Flushed at shutdown; `None` with `limits.ledger: false`.
+    store: Option<Arc<SqliteStore>>,
+    /// Served on `/metrics`; `None` with `server.metrics: false`.
+    metrics: Option<Arc<Metrics>>,
 }
 
 fn init_logging() {
@@ -205,17 +241,24 @@ fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
             "router started"
         );
         announce(bound);
+        let mut http = HttpConfig::from_server_config(&config.server);
+        if let Some(metrics) = serving.metrics {
+            http = http.with_metrics(metrics);
+        }
         let outcome = router_http::serve(
             listener,
             router,
-            HttpConfig::from_server_config(&config.server).with_metrics(serving.metrics),
+            http,
             shutdown_signal(),
             config.server.shutdown_timeout,
         )
         .await;
         // Every connection is closed by now, so every request has handed its
         // record over; write them all before exiting.
-        let flushed = serving.store.flush().await;
+        let flushed = match &serving.store {
+            Some(store) => store.flush().await,
+            None => Ok(()),
+        };
         if !outcome.drained {
             // Requests outliving the timeout is the timeout doing its job:
             // they were told (an error event or a 503) and their usage is

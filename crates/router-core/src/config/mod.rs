@@ -139,6 +139,12 @@ pub struct LimitsConfig {
     /// `limits.flush_interval`: how often pending ledger rows and counters are
     /// written. Default 1s.
     pub flush_interval: Duration,
+    /// `limits.ledger`: keep the usage ledger and the calendar counters in
+    /// `database`. Default true. When false no file is opened or created: no
+    /// usage rows are written, day quotas and budgets are counted in memory
+    /// only (still enforced, but back to zero at every restart), and
+    /// `/v1/usage` has no ledger to answer from.
+    pub ledger: bool,
 }
 
 impl Default for LimitsConfig {
@@ -147,6 +153,7 @@ impl Default for LimitsConfig {
             default_output_tokens: NonZeroU64::MIN.saturating_add(1023),
             database: PathBuf::from("data/router.db"),
             flush_interval: Duration::from_secs(1),
+            ledger: true,
         }
     }
 }
@@ -176,6 +183,10 @@ pub struct ServerConfig {
     /// `server.idle_timeout`: the longest silence between two pieces of an
     /// upstream stream, default 5m.
     pub idle_timeout: Duration,
+    /// `server.metrics`: serve `GET /metrics` and feed it, default true.
+    /// When false the route answers 404 like any unknown path and no
+    /// per-request metrics work is done.
+    pub metrics: bool,
 }
 
 impl ServerConfig {
@@ -203,6 +214,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30 * 60),
             first_byte_timeout: Duration::from_secs(600),
             idle_timeout: Duration::from_secs(300),
+            metrics: true,
         }
     }
 }

@@ -480,6 +480,8 @@ section! {
         first_byte_timeout: Duration,
         /// Ours: the longest silence inside an upstream stream.
         idle_timeout: Duration,
+        /// Ours: serve and feed `/metrics`.
+        metrics: bool,
     }
 }
 
@@ -565,6 +567,8 @@ section! {
         default_output_tokens: i128,
         database: String,
         flush_interval: Duration,
+        /// Keep the usage ledger and counters in `database`.
+        ledger: bool,
     }
 }
 
@@ -1053,6 +1057,10 @@ mod tests {
             Some("flush_interval")
         );
         assert_eq!(closest("databse", RawLimits::FIELDS), Some("database"));
+        assert_eq!(closest("ledgr", RawLimits::FIELDS), Some("ledger"));
+        assert_eq!(closest("Ledger", RawLimits::FIELDS), Some("ledger"));
+        assert_eq!(closest("metric", RawServer::FIELDS), Some("metrics"));
+        assert_eq!(closest("matrics", RawServer::FIELDS), Some("metrics"));
         assert_eq!(
             closest("default_output_token", RawLimits::FIELDS),
             Some("default_output_tokens")

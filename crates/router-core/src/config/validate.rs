@@ -199,6 +199,7 @@ fn validate_server(raw: RawServer, cx: &mut Ctx<'_>) -> ServerConfig {
             defaults.idle_timeout,
             cx,
         ),
+        metrics: raw.metrics.set().unwrap_or(defaults.metrics),
     }
 }
 
@@ -326,6 +327,8 @@ fn validate_limits(raw: RawLimits, cx: &mut Ctx<'_>) -> LimitsConfig {
             defaults.flush_interval,
             cx,
         ),
+        // Unlike the seed's booleans, an absent switch keeps its feature on.
+        ledger: raw.ledger.set().unwrap_or(defaults.ledger),
     }
 }
 
@@ -813,8 +816,10 @@ mod tests {
                 default_output_tokens: NonZeroU64::new(1024).unwrap(),
                 database: PathBuf::from("data/router.db"),
                 flush_interval: Duration::from_secs(1),
+                ledger: true,
             }
         );
+        assert!(config.server.metrics);
         assert_eq!(load("limits: {}\n").limits, LimitsConfig::default());
         assert_eq!(load("limits:\n").limits, LimitsConfig::default());
 
@@ -861,6 +866,7 @@ mod tests {
                 request_timeout: Duration::from_secs(3600),
                 first_byte_timeout: Duration::from_secs(45),
                 idle_timeout: Duration::from_secs(90),
+                metrics: true,
             }
         );
         assert_eq!(
@@ -1452,6 +1458,7 @@ mod tests {
                 default_output_tokens: NonZeroU64::new(256).unwrap(),
                 database: PathBuf::from("/var/lib/router/usage.sqlite"),
                 flush_interval: Duration::from_millis(250),
+                ledger: true,
             }
         );
         // Relative paths are kept as written (relative to the working directory).
@@ -1465,6 +1472,72 @@ mod tests {
                 .limits
                 .database,
             PathBuf::from("/data/sk-from-env.db")
+        );
+    }
+
+    #[test]
+    fn switches_default_to_on_and_turn_off() {
+        // Absent or null: on, unlike the seed's booleans.
+        for yaml in [
+            "server: {}\n",
+            "server:\n  metrics:\nlimits:\n  ledger: ~\n",
+        ] {
+            let config = load(yaml);
+            assert!(config.server.metrics, "{yaml}");
+            assert!(config.limits.ledger, "{yaml}");
+        }
+        let config = load("server:\n  metrics: false\nlimits:\n  ledger: false\n");
+        assert!(!config.server.metrics);
+        assert!(!config.limits.ledger);
+        assert_eq!(
+            config.server,
+            ServerConfig {
+                metrics: false,
+                ..ServerConfig::default()
+            }
+        );
+        assert_eq!(
+            config.limits,
+            LimitsConfig {
+                ledger: false,
+                ..LimitsConfig::default()
+            }
+        );
+        // YAML 1.1 spellings, as for every boolean of the file.
+        let config = load("server:\n  metrics: off\nlimits:\n  ledger: no\n");
+        assert!(!config.server.metrics && !config.limits.ledger);
+        let config = load("server:\n  metrics: true\nlimits:\n  ledger: yes\n");
+        assert!(config.server.metrics && config.limits.ledger);
+        // Without the ledger, `database` is still checked (and then unused).
+        let config = load("limits:\n  ledger: false\n  database: /nowhere/r.db\n");
+        assert!(!config.limits.ledger);
+        assert_eq!(config.limits.database, PathBuf::from("/nowhere/r.db"));
+    }
+
+    #[test]
+    fn switch_errors() {
+        check(
+            "server:\n  port: 0\n  metrics: 0\nlimits:\n  ledger: \"disabled\"\n",
+            &[
+                "3: server.metrics: expected `true` or `false`, found the number 0",
+                "5: limits.ledger: expected `true` or `false`, found a string",
+            ],
+        );
+        check(
+            "server:\n  metric: false\nlimits:\n  ledgr: false\n  ledger: [false]\n",
+            &[
+                "2: server.metric: unknown field, did you mean `metrics`?",
+                "4: limits.ledgr: unknown field, did you mean `ledger`?",
+                "5: limits.ledger: expected `true` or `false`, found a list",
+            ],
+        );
+        // As printed by `check-config`: file, line, field path, problem.
+        let errors = parse(Path::new("router.yaml"), "limits:\n  ledger: {}\n", &env)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            errors,
+            "router.yaml:2: limits.ledger: expected `true` or `false`, found a mapping"
         );
     }
 
