@@ -14,6 +14,7 @@ pub use store::{SqliteStore, StoreError};
 pub use tokens::TiktokenCounter;
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The value of one calendar-window counter (a day quota or a budget), as
 /// the limiter persists it so that a restart never hands out a fresh day.
@@ -21,9 +22,11 @@ use std::fmt;
 pub struct CounterRow {
     /// A stable id of the limit: it names the limit and whom it applies to
     /// by fingerprints and ids, never by a secret (e.g. `key:1a2b3c4d5e6f7a8b:rpd`).
-    pub limit: String,
+    /// Shared with the limiter, which sends a row on every change: a row
+    /// costs no allocation.
+    pub limit: Arc<str>,
     /// The calendar period: `YYYY-MM-DD` for days, `YYYY-MM` for months.
-    pub period: String,
+    pub period: Arc<str>,
     /// Requests, tokens or micro-USD used in that period.
     pub value: u64,
 }

@@ -96,7 +96,7 @@ impl MemoryLimiter {
         let utc = clock.utc_now();
         let restored: HashMap<(&str, &str), u64> = restored
             .iter()
-            .map(|row| ((row.limit.as_str(), row.period.as_str()), row.value))
+            .map(|row| ((&*row.limit, &*row.period), row.value))
             .collect();
         let build = |specs: Vec<LimitSpec>| {
             LimitSet::build(specs, &clock, &sink, utc, &restored).map(Arc::new)
@@ -332,7 +332,7 @@ enum Rule {
     Calendar {
         limit: CalendarLimit,
         /// The stable id its counter rows carry.
-        id: String,
+        id: Arc<str>,
     },
 }
 
@@ -385,10 +385,7 @@ impl LimitSpec {
             Rule::Rolling(_) => Counter::Rolling(GcraState::default()),
             Rule::Calendar { limit, id } => {
                 let mut count = PeriodCount::new(limit.calendar, limit.calendar.period(utc), 0);
-                count.value = restored
-                    .get(&(id.as_str(), count.label.as_str()))
-                    .copied()
-                    .unwrap_or(0);
+                count.value = restored.get(&(&**id, &*count.label)).copied().unwrap_or(0);
                 Counter::Calendar(count)
             }
         }
@@ -613,8 +610,8 @@ impl LimitSet {
     fn report_one(&self, spec: &LimitSpec, counter: &Counter) {
         if let (Rule::Calendar { id, .. }, Counter::Calendar(count)) = (&spec.rule, counter) {
             self.sink.update(CounterRow {
-                limit: id.clone(),
-                period: count.label.clone(),
+                limit: Arc::clone(id),
+                period: Arc::clone(&count.label),
                 value: count.value,
             });
         }
@@ -770,7 +767,7 @@ fn calendar(
         },
         rule: Rule::Calendar {
             limit: CalendarLimit { limit, calendar },
-            id,
+            id: id.into(),
         },
     }
 }

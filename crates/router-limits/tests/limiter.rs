@@ -32,7 +32,7 @@ impl Recorder {
     fn take(&self) -> Vec<(String, String, u64)> {
         std::mem::take(&mut *self.0.lock().unwrap())
             .into_iter()
-            .map(|row| (row.limit, row.period, row.value))
+            .map(|row| (row.limit.to_string(), row.period.to_string(), row.value))
             .collect()
     }
 }
@@ -391,17 +391,17 @@ fn restored_rows_of_the_current_period_are_honoured() {
     let key = fingerprint("sk-a");
     let rows = vec![
         CounterRow {
-            limit: format!("key:{key}:rpd"),
+            limit: format!("key:{key}:rpd").into(),
             period: "2025-06-30".into(),
             value: 2,
         },
         CounterRow {
-            limit: format!("key:{key}:tpd"),
+            limit: format!("key:{key}:tpd").into(),
             period: "2025-06-29".into(),
             value: 999,
         },
         CounterRow {
-            limit: format!("key:{key}:budget-month"),
+            limit: format!("key:{key}:budget-month").into(),
             period: "2025-06".into(),
             value: 900_000,
         },

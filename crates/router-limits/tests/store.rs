@@ -308,8 +308,8 @@ fn close_flushes_and_later_rows_still_land() {
     // A request that finishes after shutdown began is still booked.
     store.record(record("req-after", OffsetDateTime::now_utc()));
     store.update(CounterRow {
-        limit: "key:7:rpd".to_owned(),
-        period: "2025-06-01".to_owned(),
+        limit: "key:7:rpd".into(),
+        period: "2025-06-01".into(),
         value: 3,
     });
     assert_eq!(rows_on_disk(&dir.db()), 2);
@@ -335,8 +335,8 @@ fn counters_coalesce_and_only_today_and_this_month_load() {
     let now = datetime!(2025-06-15 10:00 UTC);
     let update = |limit: &str, period: &str, value: u64| {
         store.update(CounterRow {
-            limit: limit.to_owned(),
-            period: period.to_owned(),
+            limit: limit.into(),
+            period: period.into(),
             value,
         });
     };
@@ -356,8 +356,8 @@ fn counters_coalesce_and_only_today_and_this_month_load() {
     store.flush_blocking().unwrap();
 
     let row = |limit: &str, period: &str, value: u64| CounterRow {
-        limit: limit.to_owned(),
-        period: period.to_owned(),
+        limit: limit.into(),
+        period: period.into(),
         value,
     };
     assert_eq!(
@@ -398,8 +398,8 @@ fn reopening_the_file_keeps_everything() {
         },
     ];
     let counter = CounterRow {
-        limit: "key:7:rpd".to_owned(),
-        period: "2025-06-15".to_owned(),
+        limit: "key:7:rpd".into(),
+        period: "2025-06-15".into(),
         value: 2,
     };
     {

@@ -1,6 +1,7 @@
 //! Calendar windows (UTC day, UTC month): a counter per period that starts
 //! again at zero when the period changes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::{Date, Month, OffsetDateTime, Time, UtcOffset};
@@ -30,7 +31,7 @@ pub(crate) struct PeriodCount {
     pub period: i64,
     /// The period as the store names it (`YYYY-MM-DD` or `YYYY-MM`), kept
     /// so that reporting a change does not format a date each time.
-    pub label: String,
+    pub label: Arc<str>,
     pub value: u64,
 }
 
@@ -124,7 +125,7 @@ impl PeriodCount {
     pub fn new(calendar: Calendar, period: i64, value: u64) -> Self {
         Self {
             period,
-            label: calendar.label(period),
+            label: calendar.label(period).into(),
             value,
         }
     }
@@ -246,9 +247,9 @@ mod tests {
         count.roll(calendar, &CalendarNow::new(datetime!(2025-01-02 23:59 UTC)));
         assert_eq!(count.value, 7);
         count.roll(calendar, &CalendarNow::new(datetime!(2025-01-01 23:59 UTC)));
-        assert_eq!((count.label.as_str(), count.value), ("2025-01-02", 7));
+        assert_eq!((&*count.label, count.value), ("2025-01-02", 7));
         count.roll(calendar, &CalendarNow::new(datetime!(2025-01-03 00:00 UTC)));
-        assert_eq!((count.label.as_str(), count.value), ("2025-01-03", 0));
+        assert_eq!((&*count.label, count.value), ("2025-01-03", 0));
     }
 
     #[test]

@@ -179,8 +179,8 @@ pub(crate) fn current_counters(
     let mut answer = Vec::new();
     while let Some(row) = rows.next().map_err(read_error)? {
         answer.push(CounterRow {
-            limit: row.get(0).map_err(read_error)?,
-            period: row.get(1).map_err(read_error)?,
+            limit: row.get::<_, String>(0).map_err(read_error)?.into(),
+            period: row.get::<_, String>(1).map_err(read_error)?.into(),
             value: count(row, 2, "value")?,
         });
     }

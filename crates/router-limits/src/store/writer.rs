@@ -70,7 +70,7 @@ pub(crate) struct Batch {
     records: Vec<UsageRecord>,
     /// The latest value of each (limit, period): the limiter sends a
     /// counter's running total, so older values in the same batch are moot.
-    counters: HashMap<(String, String), u64>,
+    counters: HashMap<(Arc<str>, Arc<str>), u64>,
     /// Messages behind `records` and `counters` (counter updates before
     /// coalescing), subtracted from `queued` once committed.
     messages: usize,
@@ -169,7 +169,7 @@ impl Batch {
             }
             let mut upsert = transaction.prepare_cached(UPSERT_COUNTER)?;
             for ((limit, period), value) in &self.counters {
-                upsert.execute(params![limit, period, codec::count_to_sql(*value)])?;
+                upsert.execute(params![&**limit, &**period, codec::count_to_sql(*value)])?;
             }
         }
         transaction.commit()
