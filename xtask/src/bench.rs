@@ -5,6 +5,9 @@
 //! something per request configured — key and model limits, a budget, prices — and
 //! one with none of them), and measures each point against the router and against the
 //! mock directly in the same run, interleaved, so both see the same machine state.
+//! Scenarios 1, 2 (at 32 connections) and 4 also measure loadkit's `null-proxy` on
+//! the router's core: a bare forwarding proxy, so the table can tell what the core
+//! split and an extra hop cost from what the router itself adds.
 //!
 //! With two cores or more the router runs on core 0 and the load generator and the
 //! mock on core 1 (`taskset`), so the router's numbers are not its own load's. The
@@ -20,7 +23,8 @@
 //! Scenarios 3 to 5 use loadkit's `bench-client`. Every point is repeated (3 times
 //! by default) and reported as median (min–max). The table, with the machine, the
 //! versions and the core split, goes to stdout and `target/bench/summary.md`. Every
-//! child is killed when this returns.
+//! child is killed when this returns. The bench fails (after writing the table) when
+//! any run of ours had errors or missing chunks, or a child exited.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -184,14 +188,26 @@ impl Run {
     }
 }
 
+/// Scenario 1, one repetition: the mock directly, the null proxy, the router.
+struct Overhead {
+    direct: Run,
+    null: Run,
+    router: Run,
+}
+
 /// Scenario 2 at one connection count: the runs against the mock and the router,
-/// and the router's peak RSS (MiB) during each router run.
+/// the router's peak RSS (MiB) during each router run, and the null proxy's runs at
+/// [`NULL_CONNECTIONS`] only.
 struct ThroughputPoint {
     connections: u32,
     direct: Vec<Run>,
+    null: Vec<Run>,
     router: Vec<Run>,
     peaks: Vec<f64>,
 }
+
+/// The connection count of scenario 2 at which the null proxy is measured too.
+const NULL_CONNECTIONS: u32 = 32;
 
 /// Scenario 7, `--peer litellm`: runs as [direct, router, LiteLLM], interleaved.
 struct PeerRuns {
@@ -209,12 +225,14 @@ const PEER_CONNECTIONS: u32 = 32;
 /// The issue's target: the router's throughput at least this many times LiteLLM's.
 const PEER_TARGET_RATIO: f64 = 40.0;
 
-/// Scenario 4 at one shape: (direct, router) summaries of `bench-client ttfb`.
+/// Scenario 4 at one shape: (direct, router) and (null proxy, router) summaries of
+/// `bench-client ttfb`, one of each per repetition.
 struct StreamPoint {
     chunks: u32,
     gap: u32,
     requests: u32,
     runs: Vec<(serde_json::Value, serde_json::Value)>,
+    null_runs: Vec<(serde_json::Value, serde_json::Value)>,
 }
 
 /// Scenario 5, one round of held streams through the router.
@@ -560,7 +578,12 @@ fn build(root: &Path, target: &Path, bench_dir: &Path) -> Result<PathBuf> {
     }
     let bin_dir = bench_dir.join("bin");
     std::fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
-    for binary in ["router-server", "mock-upstream", "bench-client"] {
+    for binary in [
+        "router-server",
+        "mock-upstream",
+        "bench-client",
+        "null-proxy",
+    ] {
         let built = target.join("release").join(binary);
         let copy = bin_dir.join(binary);
         std::fs::copy(&built, &copy)
@@ -632,6 +655,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut mock = spawn_logged("mock-upstream", &mut mock_command, &mock_log)?;
     let mock_addr = wait_for_address(&mut mock, &mock_log)?;
 
+    // The baseline: a proxy that only forwards, on the router's core.
+    let null_log = run_dir.join("null-proxy.log");
+    let mut null_command = Pinning::command(pinning.router, &bin_dir.join("null-proxy"));
+    null_command
+        .arg("--upstream")
+        .arg(format!("http://{mock_addr}"))
+        .args(["--listen", "127.0.0.1:0", "--exit-on-stdin-eof"])
+        .stdin(Stdio::piped());
+    let mut null_proxy = spawn_logged("null-proxy", &mut null_command, &null_log)?;
+    let null_addr = wait_for_address(&mut null_proxy, &null_log)?;
+
     let (mut router, router_addr) = start_router(
         &bin_dir,
         &run_dir,
@@ -661,6 +695,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         url: format!("http://{mock_addr}/v1/chat/completions"),
         auth: false,
     };
+    let null = Target {
+        label: "null-proxy",
+        url: format!("http://{null_addr}/v1/chat/completions"),
+        auth: false,
+    };
     let routed = Target {
         label: "router",
         url: format!("http://{router_addr}/v1/chat/completions"),
@@ -681,18 +720,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
     // Warm-up: connection pools, allocator, page cache.
     println!("bench: warm-up");
-    for target in [&direct, &routed, &plain] {
+    for target in [&direct, &null, &routed, &plain] {
         bench.wrk(target, 32, 1)?;
     }
 
     let reps = options.reps;
     println!("bench: 1. overhead, 1 connection");
     let seconds = options.seconds(Scenario::Overhead);
-    let mut overhead: Vec<(Run, Run)> = Vec::new();
+    let mut overhead: Vec<Overhead> = Vec::new();
     for _ in 0..reps {
-        let direct_run = bench.wrk(&direct, 1, seconds)?;
-        let router_run = bench.wrk(&routed, 1, seconds)?;
-        overhead.push((direct_run, router_run));
+        overhead.push(Overhead {
+            direct: bench.wrk(&direct, 1, seconds)?,
+            null: bench.wrk(&null, 1, seconds)?,
+            router: bench.wrk(&routed, 1, seconds)?,
+        });
     }
 
     println!("bench: 2. throughput");
@@ -700,8 +741,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut throughput: Vec<ThroughputPoint> = Vec::new();
     for connections in THROUGHPUT_CONNECTIONS {
         let (mut direct_runs, mut router_runs, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+        let mut null_runs = Vec::new();
         for _ in 0..reps {
             direct_runs.push(bench.wrk(&direct, connections, seconds)?);
+            if connections == NULL_CONNECTIONS {
+                null_runs.push(bench.wrk(&null, connections, seconds)?);
+            }
             sampler.take_peak();
             router_runs.push(bench.wrk(&routed, connections, seconds)?);
             peaks.push(sampler.take_peak() as f64 / 1024.0);
@@ -709,6 +754,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         throughput.push(ThroughputPoint {
             connections,
             direct: direct_runs,
+            null: null_runs,
             router: router_runs,
             peaks,
         });
@@ -772,10 +818,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             "--gap",
             &gap.to_string(),
         ]);
-        let mut runs = Vec::new();
+        let (mut runs, mut null_runs) = (Vec::new(), Vec::new());
         for _ in 0..reps {
             let direct_run = bench.client(&direct, &mode)?;
+            let null_run = bench.client(&null, &mode)?;
             let router_run = bench.client(&routed, &mode)?;
+            null_runs.push((null_run, router_run.clone()));
             runs.push((direct_run, router_run));
         }
         streaming.push(StreamPoint {
@@ -783,6 +831,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             gap,
             requests,
             runs,
+            null_runs,
         });
     }
 
@@ -851,9 +900,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             .failures
             .push("mock-upstream exited during the bench".to_owned());
     }
+    if !null_proxy.child_alive() {
+        bench
+            .failures
+            .push("null-proxy exited during the bench".to_owned());
+    }
     drop(sampler);
     drop(router);
     drop(plain_router);
+    drop(null_proxy);
     drop(mock);
 
     let table = summary_table(&Summary {
@@ -1159,7 +1214,7 @@ struct Summary<'a> {
     options: &'a Options,
     pinning: &'a Pinning,
     machine: Vec<(&'static str, String)>,
-    overhead: &'a [(Run, Run)],
+    overhead: &'a [Overhead],
     throughput: &'a [ThroughputPoint],
     features: &'a [(Run, Run)],
     peer: Option<&'a PeerRuns>,
@@ -1204,7 +1259,21 @@ fn summary_table(summary: &Summary<'_>) -> String {
     let _ = writeln!(out, "| run time | {:.0} s |", summary.elapsed.as_secs_f64());
     let _ = writeln!(
         out,
-        "\nEvery cell is median (min–max) over the repetitions; router and direct runs alternate.\n"
+        "\nEvery cell is median (min–max) over the repetitions; direct, null proxy and router \
+         runs alternate.\n"
+    );
+    let _ = writeln!(
+        out,
+        "**The null proxy** (loadkit's `null-proxy`) is the least a forwarding proxy can do: \
+         a hyper 1 server (HTTP/1.1 keep-alive) and one pooled hyper-util client on tokio's \
+         multi-thread runtime, like the router, that sends each request on to the mock and \
+         streams the answer back unchanged: no JSON parsing, no authentication, no limits, \
+         no accounting. It runs on the router's core. Direct runs have wrk and the mock on \
+         one core, while wrk → proxy → mock crosses cores four times per request (each \
+         cross-core wake-up costs tens of µs on a small VM), so \"added by the router\" \
+         mixes the topology with the router's work. \"Added by the null proxy\" is the \
+         topology and a bare forwarding hop; \"router over null proxy\" is what the router \
+         itself adds on the same path.\n"
     );
 
     let _ = writeln!(
@@ -1214,25 +1283,10 @@ fn summary_table(summary: &Summary<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "| measure | direct (mock) | router | added by the router |\n|---|---|---|---|"
+        "| measure | direct (mock) | null proxy | router | added by the null proxy | added by the router | router over null proxy |\n|---|---|---|---|---|---|---|"
     );
-    let column = |pick: fn(&Run) -> f64, of_router: bool| {
-        Spread::of(
-            &summary
-                .overhead
-                .iter()
-                .map(|(direct, router)| pick(if of_router { router } else { direct }))
-                .collect::<Vec<_>>(),
-        )
-    };
-    let added = |pick: fn(&Run) -> f64| {
-        Spread::of(
-            &summary
-                .overhead
-                .iter()
-                .map(|(direct, router)| pick(router) - pick(direct))
-                .collect::<Vec<_>>(),
-        )
+    let spread = |value: &dyn Fn(&Overhead) -> f64| {
+        Spread::of(&summary.overhead.iter().map(value).collect::<Vec<_>>())
     };
     for (name, pick) in [
         (
@@ -1243,17 +1297,21 @@ fn summary_table(summary: &Summary<'_>) -> String {
     ] {
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} |",
-            column(pick, false).show(3, " ms"),
-            column(pick, true).show(3, " ms"),
-            added(pick).show(3, " ms"),
+            "| {name} | {} | {} | {} | {} | {} | {} |",
+            spread(&|o| pick(&o.direct)).show(3, " ms"),
+            spread(&|o| pick(&o.null)).show(3, " ms"),
+            spread(&|o| pick(&o.router)).show(3, " ms"),
+            spread(&|o| pick(&o.null) - pick(&o.direct)).show(3, " ms"),
+            spread(&|o| pick(&o.router) - pick(&o.direct)).show(3, " ms"),
+            spread(&|o| pick(&o.router) - pick(&o.null)).show(3, " ms"),
         );
     }
     let _ = writeln!(
         out,
-        "| requests/s | {} | {} | |",
-        column(Run::rate, false).show(0, ""),
-        column(Run::rate, true).show(0, ""),
+        "| requests/s | {} | {} | {} | | | |",
+        spread(&|o| o.direct.rate()).show(0, ""),
+        spread(&|o| o.null.rate()).show(0, ""),
+        spread(&|o| o.router.rate()).show(0, ""),
     );
 
     let _ = writeln!(
@@ -1263,12 +1321,13 @@ fn summary_table(summary: &Summary<'_>) -> String {
     );
     let _ = writeln!(
         out,
-        "| connections | direct req/s | router req/s | router errors | router p99 | router peak RSS |\n|---|---|---|---|---|---|"
+        "| connections | direct req/s | null proxy req/s | router req/s | router / null proxy req/s | router errors | null proxy p99 | router p99 | router p50 over null proxy | router peak RSS |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     let best = best_rate(summary.throughput);
     for ThroughputPoint {
         connections,
         direct,
+        null,
         router,
         peaks,
     } in summary.throughput
@@ -1282,13 +1341,32 @@ fn summary_table(summary: &Summary<'_>) -> String {
             errors as f64 / requests as f64
         };
         let router_rate = rates(router);
+        // The null proxy ran only at NULL_CONNECTIONS, interleaved with the router.
+        let versus_null = |value: &dyn Fn(&Run, &Run) -> f64, decimals: usize, unit: &str| {
+            if null.is_empty() {
+                "–".to_owned()
+            } else {
+                Spread::of(
+                    &null
+                        .iter()
+                        .zip(router)
+                        .map(|(null, router)| value(null, router))
+                        .collect::<Vec<_>>(),
+                )
+                .show(decimals, unit)
+            }
+        };
         let _ = writeln!(
             out,
-            "| {connections} | {} | {} | {errors} of {requests} ({:.3} %) | {} | {} |",
+            "| {connections} | {} | {} | {} | {} | {errors} of {requests} ({:.3} %) | {} | {} | {} | {} |",
             rates(direct).show(0, ""),
+            versus_null(&|null, _| null.rate(), 0, ""),
             router_rate.show(0, ""),
+            versus_null(&|null, router| router.rate() / null.rate(), 3, ""),
             share * 100.0,
+            versus_null(&|null, _| ms(null.p99_us), 2, " ms"),
             Spread::of(&router.iter().map(|run| ms(run.p99_us)).collect::<Vec<_>>()).show(2, " ms"),
+            versus_null(&|null, router| ms(router.p50_us - null.p50_us), 3, " ms"),
             Spread::of(peaks).show(1, " MiB"),
         );
     }
@@ -1436,7 +1514,7 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
     );
     let _ = writeln!(
         out,
-        "| chunks | gap | requests per run | direct first chunk p50 | router first chunk p50 | added p50 | added p99 | router errors / missing chunks | router most per read |\n|---|---|---|---|---|---|---|---|---|"
+        "| chunks | gap | requests per run | direct first chunk p50 | null proxy first chunk p50 | router first chunk p50 | added p50 | added p99 | router over null proxy p50 | router over null proxy p99 | router errors / missing chunks | router most per read |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for point in summary.streaming {
         let errors: f64 = point
@@ -1454,15 +1532,15 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
             .iter()
             .map(|(_, router)| field(router, "/max_content_per_read"))
             .fold(0.0, f64::max);
-        let added = |pointer: &str| {
-            pair_spread(&point.runs, &|direct, router| {
-                (field(router, pointer) - field(direct, pointer)) / 1000.0
+        let added = |pairs: &Pairs, pointer: &str| {
+            pair_spread(pairs, &|base, router| {
+                (field(router, pointer) - field(base, pointer)) / 1000.0
             })
             .show(3, " ms")
         };
         let _ = writeln!(
             out,
-            "| {} | {} ms | {} | {} | {} | {} | {} | {errors} / {missing} | {most} |",
+            "| {} | {} ms | {} | {} | {} | {} | {} | {} | {} | {} | {errors} / {missing} | {most} |",
             point.chunks,
             point.gap,
             point.requests,
@@ -1471,13 +1549,20 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
                 "/first_chunk_us/p50"
             ) / 1000.0)
             .show(3, " ms"),
+            pair_spread(&point.null_runs, &|null, _| field(
+                null,
+                "/first_chunk_us/p50"
+            ) / 1000.0)
+            .show(3, " ms"),
             pair_spread(&point.runs, &|_, router| field(
                 router,
                 "/first_chunk_us/p50"
             ) / 1000.0)
             .show(3, " ms"),
-            added("/first_chunk_us/p50"),
-            added("/first_chunk_us/p99"),
+            added(&point.runs, "/first_chunk_us/p50"),
+            added(&point.runs, "/first_chunk_us/p99"),
+            added(&point.null_runs, "/first_chunk_us/p50"),
+            added(&point.null_runs, "/first_chunk_us/p99"),
         );
     }
 
