@@ -96,6 +96,10 @@ pub enum UsageError {
     /// A key that is not `admin` asked about another key.
     #[error("this key may only read its own usage (admin keys may read any)")]
     Forbidden,
+    /// This router keeps no usage ledger (`limits.ledger: false`, or an
+    /// embedding that gave `Services` no store).
+    #[error("this router keeps no usage ledger")]
+    NoLedger,
     #[error("{0}")]
     Ledger(#[from] crate::usage::LedgerError),
 }

@@ -6,7 +6,7 @@ use time::{Date, Duration as TimeDuration, OffsetDateTime, Time};
 use crate::engine::{ledger_key_id, ClientKey, Router};
 use crate::error::UsageError;
 use crate::limits::Headroom;
-use crate::usage::{GroupBy, LedgerError, UsageQuery, UsageTotals};
+use crate::usage::{GroupBy, UsageQuery, UsageTotals};
 
 /// The question, as router-http parsed it from the query string.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,9 +135,7 @@ pub(crate) async fn usage(
         .services()
         .store
         .as_ref()
-        .ok_or_else(|| LedgerError {
-            detail: "no usage ledger is configured".to_owned(),
-        })?;
+        .ok_or(UsageError::NoLedger)?;
 
     let now = OffsetDateTime::now_utc();
     let day_start = now.replace_time(Time::MIDNIGHT);

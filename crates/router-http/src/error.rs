@@ -252,6 +252,15 @@ impl ApiError {
                 "forbidden",
                 "This key may only read its own usage; ask with an admin key.".to_owned(),
             ),
+            // Not a passing fault: retrying would never help.
+            UsageError::NoLedger => Self::new(
+                StatusCode::NOT_FOUND,
+                INVALID_REQUEST,
+                "ledger_disabled",
+                "This router keeps no usage ledger (`limits.ledger` is false), so it has no \
+                 usage to report."
+                    .to_owned(),
+            ),
             UsageError::Ledger(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 SERVER_ERROR,
@@ -1042,6 +1051,18 @@ mod tests {
                 INVALID_REQUEST,
                 Value::Null,
                 "forbidden",
+            ),
+            &[],
+        );
+        check(
+            ApiError::from_usage(&UsageError::NoLedger),
+            404,
+            body(
+                "This router keeps no usage ledger (`limits.ledger` is false), so it has no \
+                 usage to report.",
+                INVALID_REQUEST,
+                Value::Null,
+                "ledger_disabled",
             ),
             &[],
         );

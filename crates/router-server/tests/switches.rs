@@ -115,10 +115,10 @@ async fn without_the_ledger_no_file_is_opened_and_limits_still_hold() {
     assert_eq!(usage.status, 401, "{}", usage.text());
     assert_eq!(usage.json()["error"]["code"], "missing_api_key");
     let usage = call("GET", &router.url("/v1/usage"), Some(DAY_KEY), "").await;
-    assert_eq!(usage.status, 503, "{}", usage.text());
+    assert_eq!(usage.status, 404, "{}", usage.text());
     let error = &usage.json()["error"];
-    assert_eq!(error["code"], "ledger_unavailable");
-    assert_eq!(error["type"], "server_error");
+    assert_eq!(error["code"], "ledger_disabled");
+    assert_eq!(error["type"], "invalid_request_error");
     assert_eq!(error["param"], Value::Null);
     assert!(error["message"].is_string(), "{error}");
 
