@@ -2,8 +2,8 @@
 //!
 //! It builds router-server and `loadkit` in release mode, starts loadkit's
 //! `mock-upstream` and two routers in front of it (one with every feature that costs
-//! something per request configured — key and model limits, a budget, prices — and
-//! one with none of them), and measures each point against the router and against the
+//! something per request configured — key and model limits, a budget, prices, the
+//! usage ledger, the metrics — and one with none of them but authentication), and measures each point against the router and against the
 //! mock directly in the same run, interleaved, so both see the same machine state.
 //! Scenarios 1, 2 (at 32 connections) and 4 also measure loadkit's `null-proxy` on
 //! the router's core: a bare forwarding proxy, so the table can tell what the core
@@ -548,22 +548,26 @@ fn parse_wrk(text: &str) -> Option<Run> {
 /// The router config: one model on the mock, one client key. `features` adds what
 /// costs something per request and can be switched off in the config: key limits
 /// (rps, rpm, tpm, tpd), model limits (rpm, tpm), a budget and prices (cost
-/// accounting). Every limit is far above what a bench can reach, so none refuses.
+/// accounting), the usage ledger and the metrics (`limits.ledger` and
+/// `server.metrics`, on unless set to false). Every limit is far above what a bench
+/// can reach, so none refuses. Authentication has no off switch: both sides have it.
 fn config_text(mock_addr: &str, database: &Path, features: bool) -> String {
-    let (model_extra, key_extra) = if features {
+    let (model_extra, key_extra, server_extra, limits_extra) = if features {
         (
             "    rpm: 1000000000\n    tpm: 1000000000000\n    input_price_per_token: 0.000001\n    output_price_per_token: 0.000002\n",
             "    rps: 1000000000\n    rpm: 1000000000\n    tpm: 1000000000000\n    tpd: 1000000000000\n    max_budget_usd: 1000000000\n    budget_period: month\n",
+            "",
+            "",
         )
     } else {
-        ("", "")
+        ("", "", "  metrics: false\n", "  ledger: false\n")
     };
     format!(
         "# Written by `cargo xtask bench`.\n\
-         server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 2s\n\
+         server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 2s\n{server_extra}\
          models:\n  - id: 1\n    name: bench\n    provider_model_name: mock-bench\n    base_url: http://{mock_addr}/v1\n    is_openai_compatibility: true\n    provider_api_key: [\"pk-bench\"]\n    enabled: true\n    visible: true\n    max_tokens: 4096\n{model_extra}\
          api_keys:\n  - id: 1\n    key: {CLIENT_KEY}\n    name: bench\n    is_active: true\n{key_extra}\
-         limits:\n  database: \"{}\"\n  flush_interval: 1s\n",
+         limits:\n  database: \"{}\"\n  flush_interval: 1s\n{limits_extra}",
         database.display()
     )
 }
@@ -636,7 +640,9 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     } else {
         None
     };
+    let build_started = Instant::now();
     let bin_dir = build(root, &metadata.target_directory, &bench_dir)?;
+    let build_time = build_started.elapsed();
 
     let pinning = Pinning::detect();
     println!("bench: core split: {}", pinning.describe());
@@ -927,6 +933,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         final_rss,
         mock_stats,
         elapsed: started.elapsed(),
+        build_time,
         failures: &bench.failures,
     });
     println!("\n{table}");
@@ -1226,6 +1233,8 @@ struct Summary<'a> {
     final_rss: u64,
     mock_stats: String,
     elapsed: Duration,
+    /// The part of `elapsed` spent building (and waiting for the target dir's lock).
+    build_time: Duration,
     failures: &'a [String],
 }
 
@@ -1256,7 +1265,12 @@ fn summary_table(summary: &Summary<'_>) -> String {
         out,
         "| load generator | wrk, 1 thread, closed loop; body `{CHAT_BODY}` (a plain 4-word answer) |"
     );
-    let _ = writeln!(out, "| run time | {:.0} s |", summary.elapsed.as_secs_f64());
+    let _ = writeln!(
+        out,
+        "| run time | {:.0} s, of which {:.0} s building |",
+        summary.elapsed.as_secs_f64(),
+        summary.build_time.as_secs_f64()
+    );
     let _ = writeln!(
         out,
         "\nEvery cell is median (min–max) over the repetitions; direct, null proxy and router \
@@ -1389,8 +1403,10 @@ fn summary_table(summary: &Summary<'_>) -> String {
     let _ = writeln!(
         out,
         "On: key rps/rpm/tpm/tpd limits, model rpm/tpm limits, a monthly budget and prices (cost \
-         accounting). Off: the same config without them. Authentication, the usage ledger and \
-         the metrics cannot be switched off in router-server's config, so both sides have them.\n"
+         accounting), the SQLite usage ledger and the metrics. Off: the same config without the \
+         limits, budget and prices, with `limits.ledger: false` (no ledger rows, no SQLite \
+         file) and `server.metrics: false`. Authentication has no off switch in router-server's \
+         config, so both sides have it.\n"
     );
     let _ = writeln!(
         out,
