@@ -1659,6 +1659,21 @@ mod tests {
     }
 
     #[test]
+    fn client_summaries_with_errors_are_failures() {
+        let value = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+        assert_eq!(
+            client_problem(&value(r#"{"errors":0,"missing_chunks":0}"#)),
+            None
+        );
+        assert_eq!(
+            client_problem(&value(r#"{"errors":1,"missing_chunks":2}"#)).as_deref(),
+            Some("1 errors, 2 missing chunks")
+        );
+        assert!(client_problem(&value(r#"{"errors":0,"all_opened":false}"#)).is_some());
+        assert!(client_problem(&value(r#"{"streams":3}"#)).is_some());
+    }
+
+    #[test]
     fn wrk_line_is_parsed() {
         let text = "Running 1s test\nBENCH {\"requests\":100,\"duration_us\":2000000,\"errors\":1,\"p50\":120,\"p99\":900,\"p999\":1500}\n";
         let run = parse_wrk(text).unwrap();
