@@ -365,27 +365,44 @@ async fn rate(target: Arc<Target>, rps: u32, seconds: u64) -> serde_json::Value 
     let interval = Duration::from_secs_f64(1.0 / f64::from(rps.max(1)));
     let count = u64::from(rps) * seconds;
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for index in 0..count {
-        let scheduled = started + interval.mul_f64(index as f64);
-        tokio::time::sleep_until(scheduled).await;
-        let target = Arc::clone(&target);
-        tasks.push(tokio::spawn(async move {
-            let ok = match target
-                .client
-                .request(target.request(false, "chunks:4"))
-                .await
-            {
-                Ok(response) => {
-                    let status_ok = response.status().is_success();
-                    status_ok && response.into_body().collect().await.is_ok()
-                }
-                Err(_) => false,
-            };
-            // From the scheduled start: a late send counts as latency.
-            (ok, micros(scheduled.elapsed()))
-        }));
-    }
+    // Pacing runs on its own thread: tokio's timer has a 1 ms resolution,
+    // so `sleep_until` would release requests in bursts once per
+    // millisecond and charge the wait (up to 1 ms) to the server. A thread
+    // sleep wakes within tens of microseconds of the schedule.
+    let runtime = tokio::runtime::Handle::current();
+    let pacer = std::thread::spawn(move || {
+        let mut tasks = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for index in 0..count {
+            let scheduled = started + interval.mul_f64(index as f64);
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep(scheduled - now);
+            }
+            let target = Arc::clone(&target);
+            tasks.push(runtime.spawn(async move {
+                let ok = match target
+                    .client
+                    .request(target.request(false, "chunks:4"))
+                    .await
+                {
+                    Ok(response) => {
+                        let status_ok = response.status().is_success();
+                        status_ok && response.into_body().collect().await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                // From the scheduled start: a late send counts as latency.
+                (ok, micros(scheduled.elapsed()))
+            }));
+        }
+        tasks
+    });
+    let Ok(tasks) = tokio::task::spawn_blocking(move || pacer.join())
+        .await
+        .unwrap_or_else(|_| Ok(Vec::new()))
+    else {
+        return serde_json::json!({ "error": "the pacing thread panicked" });
+    };
     let mut latencies = Vec::new();
     let mut errors = 0;
     for task in tasks {
