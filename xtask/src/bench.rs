@@ -1496,8 +1496,9 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
     );
     let _ = writeln!(
         out,
-        "Latency counts from each request's scheduled start (bench-client `rate`, one new \
-         task per request, pooled connections).\n"
+        "Latency counts from each request's scheduled start (bench-client `rate`: a pacing \
+         thread releases each request on its schedule, one new task per request, pooled \
+         connections).\n"
     );
     let _ = writeln!(out, "| measure | direct (mock) | router |\n|---|---|---|");
     for (name, pointer) in [
