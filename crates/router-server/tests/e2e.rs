@@ -622,3 +622,63 @@ fn the_config_path_can_come_from_the_environment() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(path.to_str().unwrap()), "{stdout}");
 }
+
+/// With one thread (one CPU, or `TOKIO_WORKER_THREADS=1`) the router runs on
+/// tokio's current-thread scheduler: chat, streams and a graceful shutdown
+/// with a stream still open must work there just as on the multi-thread one.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_worker_thread_serves_on_the_current_thread_scheduler() {
+    let events = sse(&[chunk("one"), chunk("two"), usage_chunk()], true);
+    let upstream = Upstream::start(move |request| {
+        if body_json(request)["stream"] == true {
+            Reply::sse(events.clone()).in_pieces(32, Duration::from_millis(20), End::Finish)
+        } else {
+            Reply::json(200, completion("ok"))
+        }
+    })
+    .await;
+    let mut router = RouterProcess::start_with_env(
+        &config(
+            "  shutdown_timeout: 10s",
+            &entry("m", &upstream.url("/v1"), &[], ""),
+        ),
+        &[("TOKIO_WORKER_THREADS", "1"), ("RUST_LOG", "info")],
+    );
+    let url = router.url("/v1/chat/completions");
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let answer = call("POST", &url, Some(KEY), &chat("m", i % 2 == 0)).await;
+                (answer.status, answer.text())
+            })
+        })
+        .collect();
+    for (index, task) in tasks.into_iter().enumerate() {
+        let (status, text) = task.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        if index % 2 == 0 {
+            assert!(
+                text.contains("\"one\"") && text.contains("\"two\""),
+                "{text}"
+            );
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        } else {
+            assert!(text.contains("\"ok\""), "{text}");
+        }
+    }
+    let logs = router.logs();
+    assert!(logs.contains("current-thread"), "{logs}");
+
+    // A stream still open at shutdown ends whole, then the process exits 0.
+    let response = send("POST", &url, Some(KEY), &chat("m", true)).await;
+    let mut body = response.into_body();
+    let mut text =
+        String::from_utf8_lossy(&next_frame(&mut body, Duration::from_secs(5)).await.unwrap())
+            .into_owned();
+    router.terminate();
+    text.push_str(&read_rest(&mut body, Duration::from_secs(10)).await);
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let status = router.wait(Duration::from_secs(10)).expect("router exited");
+    assert!(status.success(), "{status:?}\n{}", router.logs());
+}
