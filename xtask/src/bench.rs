@@ -1279,8 +1279,8 @@ fn summary_table(summary: &Summary<'_>) -> String {
     let _ = writeln!(
         out,
         "**The null proxy** (loadkit's `null-proxy`) is the least a forwarding proxy can do: \
-         a hyper 1 server (HTTP/1.1 keep-alive) and one pooled hyper-util client on tokio's \
-         multi-thread runtime, like the router, that sends each request on to the mock and \
+         a hyper 1 server (HTTP/1.1 keep-alive) and one pooled hyper-util client on the tokio \
+         scheduler the router picks (current-thread on one core), that sends each request on to the mock and \
          streams the answer back unchanged: no JSON parsing, no authentication, no limits, \
          no accounting. It runs on the router's core. Direct runs have wrk and the mock on \
          one core, while wrk → proxy → mock crosses cores four times per request (each \

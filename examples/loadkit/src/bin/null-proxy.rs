@@ -5,8 +5,9 @@
 //! streamed) over one pooled hyper-util client, and the upstream's status, headers and
 //! body come back unchanged, streamed frame by frame, so SSE works too. Nothing is
 //! parsed, checked or counted: no JSON, no authentication, no limits. A connect error
-//! is a bare 502. The runtime is tokio's multi-thread one like the router's, so its
-//! worker count follows the process's CPU affinity (`taskset`).
+//! is a bare 502. The runtime is chosen as router-server chooses it: one thread per
+//! CPU the process may use (`taskset`), and with a single one tokio's current-thread
+//! scheduler.
 //!
 //! Measured on the router's core, it separates what any proxy costs on that
 //! topology (the extra hops, the cross-core wake-ups) from the router's own work.
@@ -59,10 +60,13 @@ fn main() -> ExitCode {
         eprintln!("null-proxy: --upstream must be an http:// loopback URL");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let one_cpu = std::thread::available_parallelism().map_or(true, |cpus| cpus.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("null-proxy: cannot start the runtime: {error}");
