@@ -15,10 +15,10 @@
 //! series (each costs memory for the life of the process) or smuggle text
 //! into the operator's dashboards.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use http::StatusCode;
 use prometheus_client::encoding::text::encode;
@@ -28,7 +28,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use router_core::usage::{UsageRecord, UsageSink, UsageSource};
+use router_core::usage::{Outcome, UsageRecord, UsageSink, UsageSource};
 
 /// The model label of a record whose model is not a configured name.
 const OTHER_MODEL: &str = "(other)";
@@ -93,8 +93,11 @@ fn upstream_histogram() -> Histogram {
 /// [`crate::HttpConfig::with_metrics`]), which serves it on `GET /metrics`.
 pub struct Metrics {
     registry: Registry,
-    /// The configured model names: the only values the `model` label takes.
-    models: RwLock<HashSet<String>>,
+    /// The configured model names, the only values the `model` label takes,
+    /// each with its series.
+    models: RwLock<HashMap<String, Arc<ModelSeries>>>,
+    /// The series of `(other)`.
+    other: Arc<ModelSeries>,
     requests: Family<OutcomeLabels, Counter>,
     tokens: Family<TokenLabels, Counter>,
     cost_usd: Family<ModelLabels, Counter<f64, AtomicU64>>,
@@ -198,7 +201,8 @@ impl Metrics {
         );
         Self {
             registry,
-            models: RwLock::new(models.into_iter().map(Into::into).collect()),
+            models: RwLock::new(series_by_name(models, &HashMap::new())),
+            other: Arc::new(ModelSeries::new(OTHER_MODEL.to_owned())),
             requests,
             tokens,
             cost_usd,
@@ -219,10 +223,10 @@ impl Metrics {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let models = models.into_iter().map(Into::into).collect();
+        let mut current = self.models.write().unwrap_or_else(PoisonError::into_inner);
         // A panic elsewhere while holding the lock cannot leave a half-built
-        // set (the swap is one move), so a poisoned lock is still good.
-        *self.models.write().unwrap_or_else(PoisonError::into_inner) = models;
+        // map (the swap is one move), so a poisoned lock is still good.
+        *current = series_by_name(models, &current);
     }
 
     /// The requests being served right now.
@@ -252,16 +256,77 @@ impl Metrics {
             .inc();
     }
 
-    fn model_label(&self, model: &str) -> String {
+    /// The series of the model label `model` is counted under.
+    fn series(&self, model: &str) -> Arc<ModelSeries> {
         let models = self.models.read().unwrap_or_else(PoisonError::into_inner);
-        if models.contains(model) {
-            return model.to_owned();
-        }
-        match model.rsplit_once(':') {
-            Some((base, _variant)) if models.contains(base) => base.to_owned(),
-            _ => OTHER_MODEL.to_owned(),
+        let found = models.get(model).or_else(|| {
+            model
+                .rsplit_once(':')
+                .and_then(|(base, _variant)| models.get(base))
+        });
+        Arc::clone(found.unwrap_or(&self.other))
+    }
+}
+
+/// Handles on one model label's series, each taken from its family on first
+/// use: a record then costs one map lookup and no label allocation or
+/// hashing per series. A handle shares its value with the family's series.
+#[derive(Debug)]
+struct ModelSeries {
+    model: String,
+    /// By [`outcome_index`].
+    requests: [OnceLock<Counter>; OUTCOMES],
+    /// Prompt, completion, cached, reasoning.
+    tokens: [OnceLock<Counter>; 4],
+    cost_usd: OnceLock<Counter<f64, AtomicU64>>,
+    /// Complete answers, then streams.
+    upstream_latency: [OnceLock<Histogram>; 2],
+}
+
+impl ModelSeries {
+    fn new(model: String) -> Self {
+        Self {
+            model,
+            requests: Default::default(),
+            tokens: Default::default(),
+            cost_usd: OnceLock::new(),
+            upstream_latency: Default::default(),
         }
     }
+}
+
+const OUTCOMES: usize = 6;
+
+fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Ok => 0,
+        Outcome::Invalid => 1,
+        Outcome::Refused => 2,
+        Outcome::UpstreamFailed => 3,
+        Outcome::StreamFailed => 4,
+        Outcome::ClientGone => 5,
+    }
+}
+
+/// The series of each name in `models`, reusing those `current` holds.
+fn series_by_name<I, S>(
+    models: I,
+    current: &HashMap<String, Arc<ModelSeries>>,
+) -> HashMap<String, Arc<ModelSeries>>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    models
+        .into_iter()
+        .map(|name| {
+            let name: String = name.into();
+            let series = current
+                .get(&name)
+                .map_or_else(|| Arc::new(ModelSeries::new(name.clone())), Arc::clone);
+            (name, series)
+        })
+        .collect()
 }
 
 impl UsageSink for Metrics {
@@ -274,15 +339,20 @@ impl UsageSink for Metrics {
     }
 
     fn record_ref(&self, record: &UsageRecord) {
-        let model = self.model_label(&record.model);
+        let series = self.series(&record.model);
+        let model = &series.model;
         self.usage_records.inc();
         if record.source == UsageSource::Estimated {
             self.usage_records_estimated.inc();
         }
-        self.requests
-            .get_or_create(&OutcomeLabels {
-                model: model.clone(),
-                outcome: record.outcome.as_str(),
+        series.requests[outcome_index(record.outcome)]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&OutcomeLabels {
+                        model: model.clone(),
+                        outcome: record.outcome.as_str(),
+                    })
+                    .clone()
             })
             .inc();
         let kinds = [
@@ -291,30 +361,42 @@ impl UsageSink for Metrics {
             ("cached", record.tokens.cached),
             ("reasoning", record.tokens.reasoning),
         ];
-        for (kind, count) in kinds {
+        for ((kind, count), slot) in kinds.into_iter().zip(&series.tokens) {
             // A zero would still create the series; absent reads the same
             // in PromQL and keeps refused requests from minting four each.
             if count > 0 {
-                self.tokens
-                    .get_or_create(&TokenLabels {
-                        model: model.clone(),
-                        kind,
-                    })
-                    .inc_by(count);
+                slot.get_or_init(|| {
+                    self.tokens
+                        .get_or_create(&TokenLabels {
+                            model: model.clone(),
+                            kind,
+                        })
+                        .clone()
+                })
+                .inc_by(count);
             }
         }
         if record.cost_usd > 0.0 && record.cost_usd.is_finite() {
-            self.cost_usd
-                .get_or_create(&ModelLabels {
-                    model: model.clone(),
+            series
+                .cost_usd
+                .get_or_init(|| {
+                    self.cost_usd
+                        .get_or_create(&ModelLabels {
+                            model: model.clone(),
+                        })
+                        .clone()
                 })
                 .inc_by(record.cost_usd);
         }
         if let Some(upstream) = record.upstream_latency {
-            self.upstream_latency
-                .get_or_create(&LatencyLabels {
-                    model,
-                    stream: record.stream,
+            series.upstream_latency[usize::from(record.stream)]
+                .get_or_init(|| {
+                    self.upstream_latency
+                        .get_or_create(&LatencyLabels {
+                            model: model.clone(),
+                            stream: record.stream,
+                        })
+                        .clone()
                 })
                 .observe(upstream.as_secs_f64());
             // A stream's latency runs to its last chunk, most of it spent
