@@ -16,9 +16,11 @@ use super::StoreError;
 use crate::CounterRow;
 
 /// A batch is written when it holds this many rows, even before the flush
-/// interval: large enough that a transaction's fixed cost is spread thin,
-/// small enough that one commit stays in the low milliseconds.
-pub const BATCH_ROWS: usize = 512;
+/// interval. The writer shares the CPU with the requests, and a request that
+/// arrives while it commits waits: 64 rows take a fraction of a millisecond
+/// (512 took several, and doubled the p99 of requests at one connection),
+/// while a transaction's fixed cost still adds under 1 % per row.
+pub const BATCH_ROWS: usize = 64;
 
 /// What `record()`, `update()` and the store's control calls send the writer.
 #[derive(Debug)]
