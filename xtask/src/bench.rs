@@ -1498,7 +1498,8 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
         out,
         "Latency counts from each request's scheduled start (bench-client `rate`: a pacing \
          thread releases each request on its schedule, one new task per request, pooled \
-         connections).\n"
+         connections, at most 256 requests in flight; a request due while 256 are in flight \
+         waits, and the wait counts).\n"
     );
     let _ = writeln!(out, "| measure | direct (mock) | router |\n|---|---|---|");
     for (name, pointer) in [

@@ -72,6 +72,13 @@ enum Mode {
         rps: u32,
         #[arg(long)]
         seconds: u64,
+        /// At most this many requests in flight (so at most this many
+        /// connections): a request due while all are busy waits its turn,
+        /// and the wait counts as latency. Without a cap, a stall makes the
+        /// client open a connection per waiting request until the server
+        /// runs out of file descriptors.
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
     },
 }
 
@@ -131,7 +138,11 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             chunks,
             gap,
         } => Ok(hold(Arc::new(target), streams, chunks, gap).await),
-        Mode::Rate { rps, seconds } => Ok(rate(Arc::new(target), rps, seconds).await),
+        Mode::Rate {
+            rps,
+            seconds,
+            max_in_flight,
+        } => Ok(rate(Arc::new(target), rps, seconds, max_in_flight).await),
     }
 }
 
@@ -361,7 +372,13 @@ async fn hold(target: Arc<Target>, streams: u32, chunks: u32, gap: u64) -> serde
     })
 }
 
-async fn rate(target: Arc<Target>, rps: u32, seconds: u64) -> serde_json::Value {
+async fn rate(
+    target: Arc<Target>,
+    rps: u32,
+    seconds: u64,
+    max_in_flight: usize,
+) -> serde_json::Value {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(max_in_flight.max(1)));
     let interval = Duration::from_secs_f64(1.0 / f64::from(rps.max(1)));
     let count = u64::from(rps) * seconds;
     let started = Instant::now();
@@ -379,7 +396,11 @@ async fn rate(target: Arc<Target>, rps: u32, seconds: u64) -> serde_json::Value 
                 std::thread::sleep(scheduled - now);
             }
             let target = Arc::clone(&target);
+            let in_flight = Arc::clone(&in_flight);
             tasks.push(runtime.spawn(async move {
+                let Ok(_turn) = in_flight.acquire_owned().await else {
+                    return (false, micros(scheduled.elapsed()));
+                };
                 let ok = match target
                     .client
                     .request(target.request(false, "chunks:4"))
