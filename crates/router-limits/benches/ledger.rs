@@ -4,9 +4,10 @@
 //! - `record`: `SqliteStore::record` against a plain `mpsc` send of the same
 //!   record (the floor of any hand-off) and against `NoLedger` (dropping
 //!   the record where it stands).
-//! - `write_512`: 512 records through the store and a flush (channel,
-//!   writer thread, one transaction) against the same 512 rows inserted
-//!   with rusqlite directly in one transaction (the floor SQLite sets).
+//! - `write_batch`: one batch (`BATCH_ROWS`, 64) of records through the
+//!   store and a flush (channel, writer thread, one transaction) against
+//!   the same rows inserted with rusqlite directly in one transaction (the
+//!   floor SQLite sets).
 //!
 //! Run with `cargo bench -p router-limits --bench ledger`.
 
@@ -122,11 +123,11 @@ mod record {
     }
 }
 
-mod write_512 {
+mod write_batch {
     use super::*;
 
-    /// 512 records through the store, then a flush: what the writer thread
-    /// sustains, per row.
+    /// One batch of records through the store, then a flush: what the
+    /// writer thread sustains, per row.
     #[divan::bench(sample_count = 30, sample_size = 1)]
     fn sqlite_store(bencher: Bencher) {
         let db = TempDb::new("write");
