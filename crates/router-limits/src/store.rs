@@ -169,7 +169,10 @@ impl SqliteStore {
         );
         let writer_thread = thread::Builder::new()
             .name("usage-ledger".into())
-            .spawn(move || writer.run())
+            .spawn(move || {
+                yield_to_requests();
+                writer.run()
+            })
             .map_err(|source| StoreError::SpawnWriter { source })?;
         Ok(Self {
             writer: writer_thread.thread().clone(),
@@ -435,6 +438,33 @@ impl Readers {
         result
     }
 }
+
+/// The writer thread's nice value. A request that wakes while the writer
+/// commits then preempts it at once; at the default priority a commit of a
+/// batch delayed the requests arriving meanwhile (router on one shared
+/// core, one connection: p99 0.50 ms, 0.27-0.32 ms at nice 10). The writer
+/// still gets about a tenth of a contended core, which kept up at
+/// saturation: 490,935 requests in 20 s at 128 connections, every row
+/// written by the end of the run.
+pub const WRITER_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`WRITER_NICE`] (never raises
+/// it). Linux only: there `setpriority` on a thread id affects that thread
+/// alone, where elsewhere it would renice the whole process.
+#[cfg(target_os = "linux")]
+fn yield_to_requests() {
+    let thread = rustix::thread::gettid();
+    let current = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
+    if current >= WRITER_NICE {
+        return;
+    }
+    if let Err(error) = rustix::process::setpriority_process(Some(thread), WRITER_NICE) {
+        tracing::debug!(%error, "cannot lower the usage ledger writer's priority");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn yield_to_requests() {}
 
 /// The store's mutexes guard plain data that stays consistent if a holder
 /// panicked, so a poisoned lock is used as is.

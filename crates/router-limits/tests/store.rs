@@ -648,3 +648,59 @@ fn record_returns_while_the_writer_is_stuck() {
     assert_eq!(store.usage_row_count().unwrap(), total as u64);
     assert_eq!(store.queue_depth(), 0);
 }
+
+/// The nice value of each live thread of this process named `name`, read
+/// from `/proc/self/task/*/stat` (field 19).
+#[cfg(target_os = "linux")]
+fn nice_of_threads(name: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim_end() != name {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // After the `(comm)` field: state is field 3, nice field 19.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let nice = rest.split(' ').nth(16).unwrap().parse().unwrap();
+        found.push(nice);
+    }
+    found
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_writer_thread_runs_at_a_lower_priority_than_the_requests() {
+    let dir = TempDir::new("nice");
+    let store = SqliteStore::open(dir.db(), NEVER).unwrap();
+    let expected = i64::from(router_limits::store::WRITER_NICE);
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = nice_of_threads("usage-ledger");
+        if !seen.is_empty() && seen.iter().all(|&nice| nice >= expected) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!seen.is_empty(), "no usage-ledger thread found");
+    assert!(seen.iter().all(|&nice| nice >= expected), "{seen:?}");
+    // The thread that opened the store (a request's, in the router) keeps
+    // its own priority.
+    let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let own_nice: i64 = own[own.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(16)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(own_nice < expected, "{own_nice}");
+    // And it still writes.
+    store.record(record("req-nice", OffsetDateTime::now_utc()));
+    store.flush_blocking().unwrap();
+    assert_eq!(rows_on_disk(&dir.db()), 1);
+}
