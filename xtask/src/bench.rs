@@ -5,7 +5,7 @@
 //! something per request configured — key and model limits, a budget, prices, the
 //! usage ledger, the metrics — and one with none of them but authentication), and measures each point against the router and against the
 //! mock directly in the same run, interleaved, so both see the same machine state.
-//! Scenarios 1, 2 (at 32 connections) and 4 also measure loadkit's `null-proxy` on
+//! Scenarios 1, 2 (at 32 connections), 3 and 4 also measure loadkit's `null-proxy` on
 //! the router's core: a bare forwarding proxy, so the table can tell what the core
 //! split and an extra hop cost from what the router itself adds.
 //!
@@ -799,8 +799,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &seconds,
     ]);
     let mut tail: Vec<(serde_json::Value, serde_json::Value)> = Vec::new();
+    let mut tail_null: Vec<serde_json::Value> = Vec::new();
     for _ in 0..reps {
         let direct_run = bench.client(&direct, &mode)?;
+        tail_null.push(bench.client(&null, &mode)?);
         let router_run = bench.client(&routed, &mode)?;
         tail.push((direct_run, router_run));
     }
@@ -926,6 +928,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         features: &features,
         peer: peer.as_ref(),
         tail: &tail,
+        tail_null: &tail_null,
         tail_rps,
         streaming: &streaming,
         holds: &holds,
@@ -1226,6 +1229,8 @@ struct Summary<'a> {
     features: &'a [(Run, Run)],
     peer: Option<&'a PeerRuns>,
     tail: &'a [(serde_json::Value, serde_json::Value)],
+    /// The null proxy on the same schedule as `tail`.
+    tail_null: &'a [serde_json::Value],
     tail_rps: u32,
     streaming: &'a [StreamPoint],
     holds: &'a [HoldRound],
@@ -1499,9 +1504,22 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
         "Latency counts from each request's scheduled start (bench-client `rate`: a pacing \
          thread releases each request on its schedule, one new task per request, pooled \
          connections, at most 256 requests in flight; a request due while 256 are in flight \
-         waits, and the wait counts).\n"
+         waits, and the wait counts). The null proxy runs the same schedule on the router's \
+         core: what this topology does to the tail at this rate without any router work.\n"
     );
-    let _ = writeln!(out, "| measure | direct (mock) | router |\n|---|---|---|");
+    let null = |pointer: &str, scale: f64| {
+        Spread::of(
+            &summary
+                .tail_null
+                .iter()
+                .map(|run| field(run, pointer) / scale)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "| measure | direct (mock) | null proxy | router |\n|---|---|---|---|"
+    );
     for (name, pointer) in [
         ("p50 (ms)", "/latency_us/p50"),
         ("p99 (ms)", "/latency_us/p99"),
@@ -1509,16 +1527,18 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
     ] {
         let _ = writeln!(
             out,
-            "| {name} | {} | {} |",
+            "| {name} | {} | {} | {} |",
             pair_spread(summary.tail, &|direct, _| field(direct, pointer) / 1000.0).show(3, ""),
+            null(pointer, 1000.0).show(3, ""),
             pair_spread(summary.tail, &|_, router| field(router, pointer) / 1000.0).show(3, ""),
         );
     }
     for (name, pointer) in [("achieved req/s", "/achieved_rps"), ("errors", "/errors")] {
         let _ = writeln!(
             out,
-            "| {name} | {} | {} |",
+            "| {name} | {} | {} | {} |",
             pair_spread(summary.tail, &|direct, _| field(direct, pointer)).show(0, ""),
+            null(pointer, 1.0).show(0, ""),
             pair_spread(summary.tail, &|_, router| field(router, pointer)).show(0, ""),
         );
     }
