@@ -136,6 +136,16 @@ impl Directives {
     }
 }
 
+/// Exits the process (status 0) once stdin reaches end of file: a child started
+/// with a pipe on stdin then cannot outlive the parent holding the other end. A
+/// plain thread, as a blocking read is all it does.
+pub fn exit_when_stdin_closes() {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+}
+
 /// Whether `url` is `http://` to a loopback address (`127.0.0.0/8`, `::1` or
 /// `localhost`): the soak driver refuses anything else, so it cannot be pointed at
 /// someone's server by mistake.

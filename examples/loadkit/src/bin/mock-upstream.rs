@@ -186,11 +186,7 @@ async fn serve(args: Args) -> io::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
     eprintln!("listening on http://{}", listener.local_addr()?);
     if args.exit_on_stdin_eof {
-        // A plain thread: a blocking read is all it does.
-        std::thread::spawn(|| {
-            let _ = io::copy(&mut io::stdin(), &mut io::sink());
-            std::process::exit(0);
-        });
+        loadkit::exit_when_stdin_closes();
     }
     let stats = Arc::new(Stats::default());
     loop {
