@@ -8,10 +8,9 @@ mod process;
 mod upstream;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use process::{call, next_frame, send, RouterProcess};
+use process::{call, fresh_database, next_frame, send, RouterProcess};
 use router_core::usage::{Outcome, UsageSource};
 use router_limits::store::SqliteStore;
 use serde_json::{json, Value};
@@ -21,17 +20,9 @@ use upstream::{End, Reply, Upstream};
 const KEY: &str = "sk-limits-client";
 const ADMIN: &str = "sk-limits-admin";
 
-static DATABASES: AtomicUsize = AtomicUsize::new(0);
-
 /// A fresh database path in the temp dir.
 fn database() -> PathBuf {
-    let n = DATABASES.fetch_add(1, Ordering::SeqCst);
-    let path = std::env::temp_dir().join(format!(
-        "router-limits-e2e-{}-{n}/router.db",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
-    path
+    fresh_database("limits")
 }
 
 fn config(database: &Path, key_limits: &str, models: &str) -> String {

@@ -6,10 +6,9 @@
 mod process;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use process::{call, RouterProcess};
+use process::{call, fresh_database, RouterProcess};
 use serde_json::{json, Value};
 
 /// rpm 2.
@@ -17,15 +16,9 @@ const MINUTE_KEY: &str = "sk-switches-minute";
 /// rpd 1: a calendar counter, the kind the ledger would persist.
 const DAY_KEY: &str = "sk-switches-day";
 
-static FOLDERS: AtomicUsize = AtomicUsize::new(0);
-
 /// A database path whose folder does not exist yet.
 fn database() -> PathBuf {
-    let n = FOLDERS.fetch_add(1, Ordering::SeqCst);
-    let folder =
-        std::env::temp_dir().join(format!("router-switches-e2e-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&folder);
-    folder.join("router.db")
+    fresh_database("switches")
 }
 
 fn config(server_extra: &str, limits_extra: &str, database: &std::path::Path) -> String {

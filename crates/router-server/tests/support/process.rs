@@ -28,6 +28,18 @@ pub fn write_config(text: &str) -> PathBuf {
     path
 }
 
+static DATABASE_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh database path `router.db` in a folder of the temp dir that does not
+/// exist yet (any left from an earlier run is removed).
+pub fn fresh_database(label: &str) -> PathBuf {
+    let n = DATABASE_COUNTER.fetch_add(1, Ordering::SeqCst);
+    let folder =
+        std::env::temp_dir().join(format!("router-{label}-e2e-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    folder.join("router.db")
+}
+
 /// Runs the binary with `args` to completion: (exit code, stdout, stderr).
 pub fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_router-server"))
