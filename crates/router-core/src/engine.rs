@@ -22,7 +22,7 @@ use crate::config::{ClientKeyConfig, Config, CooldownPolicy, ModelEntry, RetryPo
 use crate::error::{AuthError, ChatError, UsageError};
 use crate::estimate::{self, ByteCounter, TokenCounter};
 use crate::health::{self, Change, Clock, Jitter, KeyHealth, Resting, RetryBudget};
-use crate::limits::{Demand, Limiter, NoLimits, RateInfo, Refusal, Scope};
+use crate::limits::{AdmitError, Demand, Limiter, NoLimits, RateInfo, Refusal, Scope};
 use crate::provider::{
     BuildResult, Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError,
     ProviderRequest,
@@ -280,6 +280,7 @@ impl Router {
                     | ChatError::InvalidField { .. }
                     | ChatError::ModelNotFound { .. } => (Outcome::Invalid, None),
                     ChatError::Refused { refusal } => (Outcome::Refused, Some(refusal.name)),
+                    ChatError::LimitsUnavailable { .. } => (Outcome::Refused, None),
                     ChatError::Upstream { .. }
                     | ChatError::AllFailed { .. }
                     | ChatError::Unavailable { .. } => (Outcome::UpstreamFailed, None),
@@ -364,14 +365,17 @@ impl Router {
                     tokens: prompt + output,
                     cost_usd: worst_cost,
                 };
-                let permit = match self.services.limiter.admit(&demand) {
+                let permit = match self.services.limiter.admit(&demand).await {
                     Ok(permit) => permit,
+                    Err(AdmitError::Unavailable { retry_after }) => {
+                        return Err(ChatError::LimitsUnavailable { retry_after })
+                    }
                     // The client's own limit: no other entry changes that.
-                    Err(refusal) if refusal.name.scope == Scope::Key => {
+                    Err(AdmitError::Refused(refusal)) if refusal.name.scope == Scope::Key => {
                         return Err(ChatError::Refused { refusal })
                     }
                     // This entry or key is out of quota: try the next one.
-                    Err(refusal) => {
+                    Err(AdmitError::Refused(refusal)) => {
                         refused = Some(match refused {
                             Some(previous) if sooner(&previous, &refusal) => previous,
                             _ => refusal,

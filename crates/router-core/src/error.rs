@@ -58,6 +58,13 @@ pub enum ChatError {
         retry_after: std::time::Duration,
         rate_limited: bool,
     },
+    /// The shared limits could not be checked, and the router is configured
+    /// to refuse rather than serve unchecked (`on_unavailable: fail_closed`).
+    #[error(
+        "The router cannot check its rate limits right now; retry after {} s",
+        retry_after.as_secs_f64().ceil().max(1.0)
+    )]
+    LimitsUnavailable { retry_after: std::time::Duration },
 }
 
 fn unavailable_message(retry_after: std::time::Duration, rate_limited: bool) -> String {

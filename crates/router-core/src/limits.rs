@@ -8,7 +8,12 @@
 //! safe side: nothing is handed back that may have been used).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use async_trait::async_trait;
 
 use crate::config::{ClientKeyConfig, ModelEntry};
 
@@ -183,6 +188,79 @@ impl Refusal {
     }
 }
 
+/// Why admission did not grant a permit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdmitError {
+    /// A limit refused the demand.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The limits could not be checked (a shared limiter whose store did
+    /// not answer in time, configured to fail closed). Nothing was reserved.
+    #[error("the shared limits cannot be checked right now")]
+    Unavailable {
+        /// When checking is worth trying again.
+        retry_after: Duration,
+    },
+}
+
+type PendingAdmission<'a> = Pin<Box<dyn Future<Output = Result<Permit, AdmitError>> + Send + 'a>>;
+
+/// The answer of [`Limiter::admit`]: a future that is either ready at once
+/// (a limiter in memory decides without waiting, and costs no allocation)
+/// or pending on a shared store.
+#[must_use = "an admission does nothing until it is awaited"]
+pub struct Admission<'a>(AdmissionState<'a>);
+
+enum AdmissionState<'a> {
+    /// Taken when polled.
+    Ready(Option<Result<Permit, AdmitError>>),
+    Pending(PendingAdmission<'a>),
+}
+
+impl<'a> Admission<'a> {
+    pub fn ready(result: Result<Permit, AdmitError>) -> Self {
+        Self(AdmissionState::Ready(Some(result)))
+    }
+
+    pub fn pending(future: impl Future<Output = Result<Permit, AdmitError>> + Send + 'a) -> Self {
+        Self(AdmissionState::Pending(Box::pin(future)))
+    }
+}
+
+impl From<Result<Permit, Refusal>> for Admission<'_> {
+    fn from(result: Result<Permit, Refusal>) -> Self {
+        Self::ready(result.map_err(AdmitError::Refused))
+    }
+}
+
+impl Future for Admission<'_> {
+    type Output = Result<Permit, AdmitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            AdmissionState::Ready(result) => match result.take() {
+                Some(result) => Poll::Ready(result),
+                // Polled again after it answered: a caller bug, answered
+                // with a refusal to check rather than a panic.
+                None => Poll::Ready(Err(AdmitError::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                })),
+            },
+            AdmissionState::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl fmt::Debug for Admission<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.0 {
+            AdmissionState::Ready(_) => "ready",
+            AdmissionState::Pending(_) => "pending",
+        };
+        f.debug_tuple("Admission").field(&state).finish()
+    }
+}
+
 /// What a request really used, to settle its permit.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Settlement {
@@ -267,25 +345,32 @@ impl fmt::Debug for Permit {
 }
 
 /// Checks and reserves limits. Implementations live in router-limits.
+#[async_trait]
 pub trait Limiter: Send + Sync + fmt::Debug {
     /// Admits the demand, reserving it in every limit that applies, or
     /// refuses it having consumed nothing.
-    fn admit(&self, demand: &Demand<'_>) -> Result<Permit, Refusal>;
+    ///
+    /// Whatever the answer needs from `demand` is read before this returns:
+    /// the admission borrows only the limiter. A limiter that decides in
+    /// memory answers [`Admission::ready`]; one that asks a shared store
+    /// answers [`Admission::pending`].
+    fn admit(&self, demand: &Demand<'_>) -> Admission<'_>;
 
     /// Every limit of a client key with what is left of it.
-    fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom>;
+    async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom>;
 }
 
 /// The limiter of a router without limits.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoLimits;
 
+#[async_trait]
 impl Limiter for NoLimits {
-    fn admit(&self, _demand: &Demand<'_>) -> Result<Permit, Refusal> {
-        Ok(Permit::unlimited())
+    fn admit(&self, _demand: &Demand<'_>) -> Admission<'_> {
+        Admission::ready(Ok(Permit::unlimited()))
     }
 
-    fn key_headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
+    async fn key_headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
         Vec::new()
     }
 }

@@ -179,17 +179,17 @@ pub(crate) async fn usage(
             router.key_by_ledger_id(id)
         }
     });
-    let limits = key
-        .map(|key| {
-            router
-                .services()
-                .limiter
-                .key_headroom(key)
-                .into_iter()
-                .map(LimitView::from)
-                .collect()
-        })
-        .unwrap_or_default();
+    let limits = match key {
+        Some(key) => router
+            .services()
+            .limiter
+            .key_headroom(key)
+            .await
+            .into_iter()
+            .map(LimitView::from)
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(UsageReport {
         object: "usage",
         key: target.map(|id| KeyView {

@@ -13,8 +13,8 @@ use futures_util::StreamExt;
 use router_core::config::{ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
 use router_core::estimate::ByteCounter;
 use router_core::limits::{
-    Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo, Refusal, Reservation, Scope,
-    Settlement, Window,
+    Admission, Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo, Refusal,
+    Reservation, Scope, Settlement, Window,
 };
 use router_core::provider::ChunkStream;
 use router_core::usage::{Outcome, Tokens, UsageRecord, UsageSink, UsageSource};
@@ -86,8 +86,19 @@ fn headroom(measure: Measure, remaining: u64) -> Headroom {
     }
 }
 
+#[async_trait::async_trait]
 impl Limiter for FakeLimiter {
-    fn admit(&self, demand: &Demand<'_>) -> Result<Permit, Refusal> {
+    fn admit(&self, demand: &Demand<'_>) -> Admission<'_> {
+        self.decide(demand).into()
+    }
+
+    async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
+        self.headroom(key)
+    }
+}
+
+impl FakeLimiter {
+    fn decide(&self, demand: &Demand<'_>) -> Result<Permit, Refusal> {
         if let Some(Some(refusal)) = self.refusals.lock().unwrap().pop_front() {
             return Err(refusal);
         }
@@ -110,7 +121,7 @@ impl Limiter for FakeLimiter {
         ))
     }
 
-    fn key_headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
+    fn headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
         Vec::new()
     }
 }

@@ -181,6 +181,7 @@ fn budgets_cached_prices_and_limits_load() {
             database: PathBuf::from("state/usage.db"),
             flush_interval: Duration::from_millis(500),
             ledger: true,
+            ..LimitsConfig::default()
         }
     );
 }

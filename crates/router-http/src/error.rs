@@ -170,6 +170,15 @@ impl ApiError {
                     ..Self::new(status, error_type, code, error.to_string())
                 }
             }
+            ChatError::LimitsUnavailable { retry_after } => Self {
+                retry_after: Some(*retry_after),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SERVER_ERROR,
+                    "limits_unavailable",
+                    error.to_string(),
+                )
+            },
         }
     }
 
@@ -912,6 +921,23 @@ mod tests {
                 "upstream_unavailable",
             ),
             &[("retry-after", "1")],
+        );
+    }
+
+    #[test]
+    fn limits_unavailable_is_503_with_retry_after() {
+        check(
+            ApiError::from_chat(&ChatError::LimitsUnavailable {
+                retry_after: Duration::from_millis(1_200),
+            }),
+            503,
+            body(
+                "The router cannot check its rate limits right now; retry after 2 s",
+                SERVER_ERROR,
+                Value::Null,
+                "limits_unavailable",
+            ),
+            &[("retry-after", "2")],
         );
     }
 

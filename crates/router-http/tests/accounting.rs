@@ -24,8 +24,8 @@ use hyper_util::rt::TokioExecutor;
 use router_core::config::{ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
 use router_core::estimate::ByteCounter;
 use router_core::limits::{
-    Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo, Refusal, Reservation, Scope,
-    Settlement, Window,
+    Admission, Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo, Refusal,
+    Reservation, Scope, Settlement, Window,
 };
 use router_core::provider::ChunkStream;
 use router_core::usage::{
@@ -89,8 +89,19 @@ impl Reservation for NoReservation {
     fn settle(&mut self, _scope: Scope, _used: Settlement) {}
 }
 
+#[async_trait::async_trait]
 impl Limiter for ScriptedLimiter {
-    fn admit(&self, demand: &Demand<'_>) -> Result<Permit, Refusal> {
+    fn admit(&self, demand: &Demand<'_>) -> Admission<'_> {
+        self.decide(demand).into()
+    }
+
+    async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
+        self.headroom(key)
+    }
+}
+
+impl ScriptedLimiter {
+    fn decide(&self, demand: &Demand<'_>) -> Result<Permit, Refusal> {
         let refuse = |name, limit, remaining, retry_after: Duration, never_fits| {
             Err(Refusal {
                 name,
@@ -133,7 +144,7 @@ impl Limiter for ScriptedLimiter {
         }
     }
 
-    fn key_headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
+    fn headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
         vec![Headroom {
             name: limit(Scope::Key, Measure::Requests, Window::Minute),
             limit: 60,

@@ -26,7 +26,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use divan::{black_box, Bencher};
 use router_core::config::{self, Config};
-use router_core::limits::{Demand, Limiter, Settlement};
+use router_core::limits::{Demand, Settlement};
 use router_limits::{Clock, MemoryLimiter, NoPersistence, SystemClock};
 
 fn main() {
@@ -94,7 +94,7 @@ impl Bench {
             tokens: 1000,
             cost_usd: 0.0,
         };
-        let permit = self.limiter.admit(black_box(&demand)).unwrap();
+        let permit = self.limiter.try_admit(black_box(&demand)).unwrap();
         permit.settle(Settlement {
             tokens: 600,
             cost_usd: 0.0,

@@ -41,10 +41,11 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use router_core::config::{BudgetPeriod, ClientKeyConfig, Config, ModelEntry};
 use router_core::limits::{
-    Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo, Refusal, Reservation, Scope,
-    Settlement, Window,
+    Admission, Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo, Refusal,
+    Reservation, Scope, Settlement, Window,
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -147,8 +148,21 @@ impl fmt::Debug for MemoryLimiter {
     }
 }
 
+#[async_trait]
 impl Limiter for MemoryLimiter {
-    fn admit(&self, demand: &Demand<'_>) -> Result<Permit, Refusal> {
+    fn admit(&self, demand: &Demand<'_>) -> Admission<'_> {
+        self.try_admit(demand).into()
+    }
+
+    async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
+        self.headroom(key)
+    }
+}
+
+impl MemoryLimiter {
+    /// Admits the demand, reserving it in every limit that applies, or
+    /// refuses it having consumed nothing. Never waits.
+    pub fn try_admit(&self, demand: &Demand<'_>) -> Result<Permit, Refusal> {
         let key_set = demand.key.and_then(|key| self.key_set(key));
         let model_set = self.model_set(demand.entry, demand.provider_key);
         if key_set.is_none() && model_set.is_none() {
@@ -202,7 +216,8 @@ impl Limiter for MemoryLimiter {
         Ok(Permit::new(rate, Box::new(reservation)))
     }
 
-    fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
+    /// Every limit of a client key with what is left of it.
+    pub fn headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
         let Some(set) = self.key_set(key) else {
             return Vec::new();
         };

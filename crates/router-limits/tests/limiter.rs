@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use router_core::config::{self, Config};
 use router_core::limits::{
-    Demand, Headroom, LimitName, Limiter, Measure, Permit, Refusal, Scope, Settlement, Window,
+    Demand, Headroom, LimitName, Measure, Permit, Refusal, Scope, Settlement, Window,
 };
 use router_limits::{CounterRow, CounterSink, ManualClock, MemoryLimiter};
 use sha2::{Digest, Sha256};
@@ -86,17 +86,17 @@ impl Fixture {
     /// Client key 0 on entry 0 (no provider key).
     fn admit(&self, tokens: u64) -> Result<Permit, Refusal> {
         self.limiter
-            .admit(&self.demand(Some(0), 0, None, tokens, 0.0))
+            .try_admit(&self.demand(Some(0), 0, None, tokens, 0.0))
     }
 
     fn admit_model(&self, provider_key: Option<usize>, tokens: u64) -> Result<Permit, Refusal> {
         self.limiter
-            .admit(&self.demand(None, 0, provider_key, tokens, 0.0))
+            .try_admit(&self.demand(None, 0, provider_key, tokens, 0.0))
     }
 
     fn headroom(&self, key: usize, measure: Measure, window: Window) -> Headroom {
         self.limiter
-            .key_headroom(&self.config.api_keys[key])
+            .headroom(&self.config.api_keys[key])
             .into_iter()
             .find(|room| room.name.measure == measure && room.name.window == window)
             .unwrap()
@@ -416,7 +416,7 @@ fn restored_rows_of_the_current_period_are_honoured() {
     );
     assert_eq!(f.remaining(Measure::Cost, Window::Month), 100_000);
     let demand = f.demand(Some(0), 0, None, 10, 0.2);
-    let refusal = f.limiter.admit(&demand).unwrap_err();
+    let refusal = f.limiter.try_admit(&demand).unwrap_err();
     assert_eq!(refusal.name, name(Scope::Key, Measure::Cost, Window::Month));
     f.admit(10).unwrap();
     let refusal = f.admit(10).unwrap_err();
@@ -473,7 +473,7 @@ fn a_demand_beyond_the_whole_limit_never_fits() {
 
     let refusal = f
         .limiter
-        .admit(&f.demand(Some(0), 0, None, 1, 1.5))
+        .try_admit(&f.demand(Some(0), 0, None, 1, 1.5))
         .unwrap_err();
     assert_eq!(refusal.name, name(Scope::Key, Measure::Cost, Window::Month));
     assert!(refusal.never_fits);
@@ -524,11 +524,11 @@ fn the_sink_receives_absolute_values() {
     let key = fingerprint("sk-a");
     let first = f
         .limiter
-        .admit(&f.demand(Some(0), 0, None, 100, 0.25))
+        .try_admit(&f.demand(Some(0), 0, None, 100, 0.25))
         .unwrap();
     let second = f
         .limiter
-        .admit(&f.demand(Some(0), 0, None, 50, 0.5))
+        .try_admit(&f.demand(Some(0), 0, None, 50, 0.5))
         .unwrap();
     first.settle(Settlement {
         tokens: 30,
@@ -562,7 +562,7 @@ fn budgets_count_micro_usd_and_restart_with_the_month() {
         datetime!(2025-06-30 23:00 UTC),
         Vec::new(),
     );
-    let spend = |usd| f.limiter.admit(&f.demand(Some(0), 0, None, 1, usd));
+    let spend = |usd| f.limiter.try_admit(&f.demand(Some(0), 0, None, 1, usd));
     let first = spend(0.4).unwrap();
     spend(0.4).unwrap();
     let refusal = spend(0.4).unwrap_err();
@@ -617,11 +617,11 @@ fn key_headroom_lists_every_limit_of_the_key() {
     );
     let f = fixture_at(&yaml, datetime!(2025-06-30 18:00 UTC), Vec::new());
     f.limiter
-        .admit(&f.demand(Some(0), 0, None, 600, 1.0))
+        .try_admit(&f.demand(Some(0), 0, None, 600, 1.0))
         .unwrap();
     let rows: Vec<(String, u64, u64, Duration)> = f
         .limiter
-        .key_headroom(&f.config.api_keys[0])
+        .headroom(&f.config.api_keys[0])
         .into_iter()
         .map(|room| {
             (
@@ -660,7 +660,7 @@ fn keys_and_entries_without_limits_are_unlimited() {
     let f = fixture(&key_config(""));
     let permit = f.admit(1_000_000).unwrap();
     assert_eq!(permit.rate(), Default::default());
-    assert!(f.limiter.key_headroom(&f.config.api_keys[0]).is_empty());
+    assert!(f.limiter.headroom(&f.config.api_keys[0]).is_empty());
 }
 
 #[test]
@@ -671,7 +671,7 @@ fn different_keys_have_different_counters() {
     f.admit(1).unwrap();
     assert!(f.admit(1).is_err());
     f.limiter
-        .admit(&f.demand(Some(1), 0, None, 1, 0.0))
+        .try_admit(&f.demand(Some(1), 0, None, 1, 0.0))
         .unwrap();
     assert_eq!(
         f.headroom(1, Measure::Requests, Window::Minute).remaining,

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use router_core::config::{self, Config};
-use router_core::limits::{Demand, Headroom, Limiter, Measure, Permit, Scope, Settlement, Window};
+use router_core::limits::{Demand, Headroom, Measure, Permit, Scope, Settlement, Window};
 use router_limits::{ManualClock, MemoryLimiter, NoPersistence};
 use time::macros::datetime;
 
@@ -156,7 +156,7 @@ impl Fixture {
         self.config
             .api_keys
             .iter()
-            .map(|key| self.limiter.key_headroom(key))
+            .map(|key| self.limiter.headroom(key))
             .collect()
     }
 }
@@ -296,7 +296,7 @@ proptest! {
         for (step, op) in ops.iter().enumerate() {
             match *op {
                 Op::Admit { key, entry, provider_key, tokens, micro_usd } => {
-                    let result = f.limiter.admit(&f.demand(key, entry, provider_key, tokens, micro_usd));
+                    let result = f.limiter.try_admit(&f.demand(key, entry, provider_key, tokens, micro_usd));
                     let set = Fixture::provider_key(entry, provider_key).unwrap_or(0);
                     let key_limits = key.map_or(&[][..], |key| &key_refs[key][..]);
                     let expected = key_limits
@@ -373,7 +373,7 @@ proptest! {
             match *op {
                 Op::Admit { key, entry, provider_key, tokens, micro_usd } => {
                     let before = f.headrooms();
-                    let result = f.limiter.admit(&f.demand(key, entry, provider_key, tokens, micro_usd));
+                    let result = f.limiter.try_admit(&f.demand(key, entry, provider_key, tokens, micro_usd));
                     let after = f.headrooms();
                     let amount = |measure: Measure| match measure {
                         Measure::Requests => 1,

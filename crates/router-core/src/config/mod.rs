@@ -145,6 +145,13 @@ pub struct LimitsConfig {
     /// only (still enforced, but back to zero at every restart), and
     /// `/v1/usage` has no ledger to answer from.
     pub ledger: bool,
+    /// `limits.backend`: where the counters of every limit live. Default
+    /// [`LimitsBackend::Memory`].
+    pub backend: LimitsBackend,
+    /// `limits.ledger_url`: a PostgreSQL URL (`postgres://user:pass@host/db`)
+    /// for the usage ledger shared by several replicas; `None` keeps it in
+    /// `database`. A secret: it may carry a password.
+    pub ledger_url: Option<Secret>,
 }
 
 impl Default for LimitsConfig {
@@ -154,8 +161,63 @@ impl Default for LimitsConfig {
             database: PathBuf::from("data/router.db"),
             flush_interval: Duration::from_secs(1),
             ledger: true,
+            backend: LimitsBackend::Memory,
+            ledger_url: None,
         }
     }
+}
+
+/// `limits.backend`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum LimitsBackend {
+    /// In this process (the embedded default): exact for one replica.
+    #[default]
+    Memory,
+    /// In one Redis shared by every replica (`limits.redis`).
+    Redis(RedisConfig),
+}
+
+/// `limits.redis`: the Redis (or Valkey) that replicas share.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` (TLS), with an optional password. A secret.
+    pub url: Secret,
+    /// Prepended to every key, so several routers can share one Redis.
+    /// Default `router:`.
+    pub key_prefix: String,
+    /// Default 200 ms.
+    pub connect_timeout: Duration,
+    /// The longest any admission waits for Redis. Default 50 ms.
+    pub command_timeout: Duration,
+    pub on_unavailable: OnUnavailable,
+    /// `limits.redis.replicas`: how many replicas share the limits. While
+    /// Redis is unreachable under `fail_open`, each replica enforces this
+    /// share of every limit in memory. Default 1.
+    pub replicas: NonZeroU64,
+}
+
+impl RedisConfig {
+    pub fn new(url: Secret) -> Self {
+        Self {
+            url,
+            key_prefix: "router:".to_owned(),
+            connect_timeout: Duration::from_millis(200),
+            command_timeout: Duration::from_millis(50),
+            on_unavailable: OnUnavailable::FailOpen,
+            replicas: NonZeroU64::MIN,
+        }
+    }
+}
+
+/// `limits.redis.on_unavailable`: what admission does while Redis cannot
+/// answer within `command_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnUnavailable {
+    /// Enforce each replica's share of the limits in memory.
+    #[default]
+    FailOpen,
+    /// Refuse with 503 `limits_unavailable`.
+    FailClosed,
 }
 
 #[derive(Debug, Clone, PartialEq)]

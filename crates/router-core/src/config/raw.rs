@@ -569,6 +569,24 @@ section! {
         flush_interval: Duration,
         /// Keep the usage ledger and counters in `database`.
         ledger: bool,
+        /// `memory` or `redis`.
+        backend: String,
+        redis: RawRedis,
+        /// A PostgreSQL URL for the shared ledger.
+        ledger_url: Secret,
+    }
+}
+
+section! {
+    /// `limits.redis:` (ours).
+    struct RawRedis {
+        url: Secret,
+        key_prefix: String,
+        connect_timeout: Duration,
+        command_timeout: Duration,
+        /// `fail_open` or `fail_closed`.
+        on_unavailable: String,
+        replicas: i128,
     }
 }
 
@@ -665,7 +683,7 @@ fn describe(value: &Value) -> String {
 }
 
 /// The known key closest to a misspelt one, if it is close enough to be a typo.
-fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(super) fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
     let normalized = name.to_ascii_lowercase().replace('-', "_");
     let allowed = (normalized.chars().count() / 3).max(1);
     known

@@ -15,13 +15,14 @@ use url::Url;
 
 use super::error::Problem;
 use super::raw::{
-    Ctx, Field, RawApiKey, RawConfig, RawCooldown, RawLimits, RawModel, RawRetry, RawServer,
+    closest, Ctx, Field, RawApiKey, RawConfig, RawCooldown, RawLimits, RawModel, RawRedis,
+    RawRetry, RawServer,
 };
 use super::yaml::{self, LineIndex};
 use super::{
     Budget, BudgetPeriod, Capabilities, ClientKeyConfig, Config, ConfigError, ConfigErrors,
-    CooldownPolicy, KeyLimits, LimitsConfig, ModelEntry, ModelLimits, RetryPolicy, ServerConfig,
-    Timeouts, OPENAI_PROVIDER,
+    CooldownPolicy, KeyLimits, LimitsBackend, LimitsConfig, ModelEntry, ModelLimits, OnUnavailable,
+    RedisConfig, RetryPolicy, ServerConfig, Timeouts, OPENAI_PROVIDER,
 };
 use crate::secret::Secret;
 
@@ -329,6 +330,177 @@ fn validate_limits(raw: RawLimits, cx: &mut Ctx<'_>) -> LimitsConfig {
         ),
         // Unlike the seed's booleans, an absent switch keeps its feature on.
         ledger: raw.ledger.set().unwrap_or(defaults.ledger),
+        backend: validate_backend(raw.backend, raw.redis, cx),
+        ledger_url: match raw.ledger_url {
+            Field::Set(url) => service_url(
+                url,
+                "limits.ledger_url",
+                &["postgres", "postgresql"],
+                "`postgres://user:password@127.0.0.1:5432/router`",
+                cx,
+            ),
+            Field::Absent | Field::Invalid => None,
+        },
+    }
+}
+
+/// `limits.backend` with `limits.redis`.
+fn validate_backend(
+    backend: Field<String>,
+    redis: Field<RawRedis>,
+    cx: &mut Ctx<'_>,
+) -> LimitsBackend {
+    const BACKENDS: &[&str] = &["memory", "redis"];
+    let wants_redis = match backend {
+        Field::Set(text) => match text.trim() {
+            "memory" => false,
+            "redis" => true,
+            other => {
+                let hint = closest(&other.to_ascii_lowercase(), BACKENDS)
+                    .map(|name| format!(" (did you mean `{name}`?)"))
+                    .unwrap_or_default();
+                cx.error(
+                    "limits.backend",
+                    format!("must be `memory` or `redis`{hint}"),
+                );
+                return LimitsBackend::Memory;
+            }
+        },
+        Field::Absent => false,
+        Field::Invalid => return LimitsBackend::Memory,
+    };
+    match (wants_redis, redis) {
+        (true, Field::Set(redis)) => validate_redis(redis, cx)
+            .map(LimitsBackend::Redis)
+            .unwrap_or_default(),
+        (true, Field::Absent) => {
+            cx.error(
+                "limits.backend",
+                "is `redis` but there is no `limits.redis` section; add one with \
+                 `url: redis://127.0.0.1:6379/0`",
+            );
+            LimitsBackend::Memory
+        }
+        (false, Field::Set(_)) => {
+            cx.error(
+                "limits.redis",
+                "is set but `limits.backend` is `memory`, so it would be ignored; set \
+                 `backend: redis` or remove the section",
+            );
+            LimitsBackend::Memory
+        }
+        (_, _) => LimitsBackend::Memory,
+    }
+}
+
+fn validate_redis(raw: RawRedis, cx: &mut Ctx<'_>) -> Option<RedisConfig> {
+    let url = match raw.url {
+        Field::Set(url) => service_url(
+            url,
+            "limits.redis.url",
+            &["redis", "rediss"],
+            "`redis://127.0.0.1:6379/0`",
+            cx,
+        ),
+        Field::Absent => {
+            cx.error(
+                "limits.redis.url",
+                "is required: the Redis to share limits through, e.g. `redis://127.0.0.1:6379/0`",
+            );
+            None
+        }
+        Field::Invalid => None,
+    };
+    let defaults = RedisConfig::new(Secret::new(""));
+    let key_prefix = match raw.key_prefix {
+        Field::Set(prefix) if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            cx.error(
+                "limits.redis.key_prefix",
+                "must not contain spaces or control characters",
+            );
+            defaults.key_prefix.clone()
+        }
+        Field::Set(prefix) => prefix,
+        Field::Absent | Field::Invalid => defaults.key_prefix.clone(),
+    };
+    let on_unavailable = match raw.on_unavailable {
+        Field::Set(text) => match text.trim() {
+            "fail_open" => OnUnavailable::FailOpen,
+            "fail_closed" => OnUnavailable::FailClosed,
+            other => {
+                let hint = closest(
+                    &other.to_ascii_lowercase().replace('-', "_"),
+                    &["fail_open", "fail_closed"],
+                )
+                .map(|name| format!(" (did you mean `{name}`?)"))
+                .unwrap_or_default();
+                cx.error(
+                    "limits.redis.on_unavailable",
+                    format!("must be `fail_open` or `fail_closed`{hint}"),
+                );
+                defaults.on_unavailable
+            }
+        },
+        Field::Absent | Field::Invalid => defaults.on_unavailable,
+    };
+    // Every field is checked before a missing URL ends the section.
+    let connect_timeout = positive_duration(
+        raw.connect_timeout,
+        "limits.redis.connect_timeout",
+        defaults.connect_timeout,
+        cx,
+    );
+    let command_timeout = positive_duration(
+        raw.command_timeout,
+        "limits.redis.command_timeout",
+        defaults.command_timeout,
+        cx,
+    );
+    let replicas = at_least_one(raw.replicas, "limits.redis.replicas", defaults.replicas, cx);
+    Some(RedisConfig {
+        url: url?,
+        key_prefix,
+        connect_timeout,
+        command_timeout,
+        on_unavailable,
+        replicas,
+    })
+}
+
+/// The URL of a service the router connects to (Redis, PostgreSQL). It is
+/// kept as a secret and never echoed, not even in part: it may carry a
+/// password.
+fn service_url(
+    url: Secret,
+    path: &str,
+    schemes: &[&str],
+    example: &str,
+    cx: &mut Ctx<'_>,
+) -> Option<Secret> {
+    let text = url.expose().trim();
+    let expected = schemes
+        .iter()
+        .map(|scheme| format!("`{scheme}://`"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    match Url::parse(text) {
+        Ok(parsed) if schemes.contains(&parsed.scheme()) && parsed.has_host() => {
+            Some(Secret::new(text))
+        }
+        Ok(_) => {
+            cx.error(
+                path,
+                format!("must be a {expected} URL with a host, such as {example}"),
+            );
+            None
+        }
+        Err(error) => {
+            cx.error(
+                path,
+                format!("not a valid URL ({error}); expected one such as {example}"),
+            );
+            None
+        }
     }
 }
 
@@ -817,6 +989,8 @@ mod tests {
                 database: PathBuf::from("data/router.db"),
                 flush_interval: Duration::from_secs(1),
                 ledger: true,
+                backend: LimitsBackend::Memory,
+                ledger_url: None,
             }
         );
         assert!(config.server.metrics);
@@ -1459,6 +1633,8 @@ mod tests {
                 database: PathBuf::from("/var/lib/router/usage.sqlite"),
                 flush_interval: Duration::from_millis(250),
                 ledger: true,
+                backend: LimitsBackend::Memory,
+                ledger_url: None,
             }
         );
         // Relative paths are kept as written (relative to the working directory).
@@ -1473,6 +1649,91 @@ mod tests {
                 .database,
             PathBuf::from("/data/sk-from-env.db")
         );
+    }
+
+    #[test]
+    fn shared_backends() {
+        let limits = load(
+            "limits:\n  backend: redis\n  redis:\n    url: redis://:${KEY}@127.0.0.1:6379/0\n    \
+             key_prefix: \"r1:\"\n    connect_timeout: 1s\n    command_timeout: 20ms\n    \
+             on_unavailable: fail_closed\n    replicas: 3\n  \
+             ledger_url: postgres://router:${KEY}@db:5432/router\n",
+        )
+        .limits;
+        assert_eq!(
+            limits.backend,
+            LimitsBackend::Redis(RedisConfig {
+                url: Secret::new("redis://:sk-from-env@127.0.0.1:6379/0"),
+                key_prefix: "r1:".to_owned(),
+                connect_timeout: Duration::from_secs(1),
+                command_timeout: Duration::from_millis(20),
+                on_unavailable: OnUnavailable::FailClosed,
+                replicas: NonZeroU64::new(3).unwrap(),
+            })
+        );
+        assert_eq!(
+            limits.ledger_url,
+            Some(Secret::new("postgres://router:sk-from-env@db:5432/router"))
+        );
+        // The defaults of the issue's example.
+        let limits =
+            load("limits:\n  backend: redis\n  redis:\n    url: rediss://cache:6380\n").limits;
+        assert_eq!(
+            limits.backend,
+            LimitsBackend::Redis(RedisConfig::new(Secret::new("rediss://cache:6380")))
+        );
+        assert_eq!(
+            load("limits:\n  backend: memory\n").limits.backend,
+            LimitsBackend::Memory
+        );
+    }
+
+    #[test]
+    fn shared_backend_errors_name_the_field_and_never_the_url() {
+        check(
+            "limits:\n  backend: reddis\n",
+            &["2: limits.backend: must be `memory` or `redis` (did you mean `redis`?)"],
+        );
+        check(
+            "limits:\n  backend: redis\n",
+            &[
+                "2: limits.backend: is `redis` but there is no `limits.redis` section; add one \
+               with `url: redis://127.0.0.1:6379/0`",
+            ],
+        );
+        check(
+            "limits:\n  redis:\n    url: redis://h\n",
+            &[
+                "2: limits.redis: is set but `limits.backend` is `memory`, so it would be \
+               ignored; set `backend: redis` or remove the section",
+            ],
+        );
+        check(
+            "limits:\n  backend: redis\n  redis:\n    url: http://user:hunter2@h\n    \
+             on_unavailable: fail-close\n    replicas: 0\n    command_timeout: 0s\n  \
+             ledger_url: mysql://user:hunter2@h/db\n",
+            &[
+                "4: limits.redis.url: must be a `redis://` or `rediss://` URL with a host, \
+                 such as `redis://127.0.0.1:6379/0`",
+                "5: limits.redis.on_unavailable: must be `fail_open` or `fail_closed` \
+                 (did you mean `fail_closed`?)",
+                "6: limits.redis.replicas: must be at least 1, found 0",
+                "7: limits.redis.command_timeout: must be greater than zero",
+                "8: limits.ledger_url: must be a `postgres://` or `postgresql://` URL with \
+                 a host, such as `postgres://user:password@127.0.0.1:5432/router`",
+            ],
+        );
+        check(
+            "limits:\n  backend: redis\n  redis:\n    key_prefix: a b\n",
+            &[
+                "3: limits.redis.url: is required: the Redis to share limits through, e.g. \
+                 `redis://127.0.0.1:6379/0`",
+                "4: limits.redis.key_prefix: must not contain spaces or control characters",
+            ],
+        );
+        for error in errors_of("limits:\n  ledger_url: \"postgres://u:hunter2@[::1\"\n") {
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]
