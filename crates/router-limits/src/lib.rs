@@ -9,7 +9,10 @@ pub mod limiter;
 pub mod store;
 pub mod tokens;
 
-pub use limiter::{Clock, ManualClock, MemoryLimiter, SystemClock};
+pub use limiter::{
+    Clock, ManualClock, MemoryLimiter, RedisLimiter, RedisLimiterError, RedisLimiterStats,
+    SystemClock,
+};
 pub use store::{SqliteStore, StoreError};
 pub use tokens::TiktokenCounter;
 

@@ -34,6 +34,7 @@
 mod calendar;
 mod clock;
 mod gcra;
+pub mod redis;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
@@ -54,6 +55,7 @@ use crate::{CounterRow, CounterSink};
 use calendar::{Calendar, CalendarLimit, CalendarNow, PeriodCount};
 pub use clock::{Clock, ManualClock, SystemClock};
 use gcra::{Gcra, GcraMark, GcraState};
+pub use redis::{RedisLimiter, RedisLimiterError, RedisLimiterStats};
 
 /// The most limits one set holds: a client key's `rps rpm rph rpd tps tpm
 /// tph tpd` and its budget.
@@ -126,15 +128,6 @@ impl MemoryLimiter {
     fn key_set(&self, key: &ClientKeyConfig) -> Option<&Arc<LimitSet>> {
         self.key_sets.get(key.index)?.as_ref()
     }
-
-    /// `None` names the set of an entry without provider keys (for an
-    /// entry with keys, the first key's).
-    fn model_set(&self, entry: &ModelEntry, provider_key: Option<usize>) -> Option<&Arc<LimitSet>> {
-        self.model_sets
-            .get(entry.index)?
-            .get(provider_key.unwrap_or(0))?
-            .as_ref()
-    }
 }
 
 impl fmt::Debug for MemoryLimiter {
@@ -163,15 +156,24 @@ impl MemoryLimiter {
     /// Admits the demand, reserving it in every limit that applies, or
     /// refuses it having consumed nothing. Never waits.
     pub fn try_admit(&self, demand: &Demand<'_>) -> Result<Permit, Refusal> {
-        let key_set = demand.key.and_then(|key| self.key_set(key));
-        let model_set = self.model_set(demand.entry, demand.provider_key);
+        self.try_admit_at(&DemandAt::of(demand))
+    }
+
+    /// [`MemoryLimiter::try_admit`] for a demand whose key and entry are
+    /// named by index (a shared limiter's fallback decides after the
+    /// demand's borrows have ended).
+    pub(crate) fn try_admit_at(&self, demand: &DemandAt) -> Result<Permit, Refusal> {
+        let key_set = demand
+            .key
+            .and_then(|index| self.key_sets.get(index)?.as_ref());
+        let model_set = self
+            .model_sets
+            .get(demand.entry)
+            .and_then(|sets| sets.get(demand.provider_key.unwrap_or(0))?.as_ref());
         if key_set.is_none() && model_set.is_none() {
             return Ok(Permit::unlimited());
         }
-        let amounts = Amounts {
-            tokens: demand.tokens,
-            micro_usd: micro_usd(demand.cost_usd),
-        };
+        let amounts = demand.amounts;
         // The canonical order: the client key's set, then the model's.
         let mut key_guard = key_set.map(|set| set.lock());
         let mut model_guard = model_set.map(|set| set.lock());
@@ -259,6 +261,31 @@ fn presentation_order(name: LimitName) -> (u8, Window) {
         Measure::Cost => 2,
     };
     (measure, name.window)
+}
+
+/// A [`Demand`] by indices, owning nothing borrowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DemandAt {
+    /// `ClientKeyConfig::index`, when the key's limits take part.
+    key: Option<usize>,
+    /// `ModelEntry::index`.
+    entry: usize,
+    provider_key: Option<usize>,
+    amounts: Amounts,
+}
+
+impl DemandAt {
+    pub(crate) fn of(demand: &Demand<'_>) -> Self {
+        Self {
+            key: demand.key.map(|key| key.index),
+            entry: demand.entry.index,
+            provider_key: demand.provider_key,
+            amounts: Amounts {
+                tokens: demand.tokens,
+                micro_usd: micro_usd(demand.cost_usd),
+            },
+        }
+    }
 }
 
 /// What one demand counts in each measure (a request always counts one).

@@ -82,6 +82,11 @@ impl Gcra {
         }
     }
 
+    /// The window's length in nanoseconds.
+    pub fn window_nanos(&self) -> u64 {
+        self.window_nanos
+    }
+
     pub fn limit(&self) -> u64 {
         self.limit
     }
