@@ -21,7 +21,8 @@ use crate::catalog::{self, ModelList, ModelObject};
 use crate::config::{ClientKeyConfig, Config, CooldownPolicy, ModelEntry, RetryPolicy};
 use crate::error::{AuthError, ChatError, UsageError};
 use crate::estimate::{self, ByteCounter, TokenCounter};
-use crate::health::{self, Change, Clock, Jitter, KeyHealth, Resting, RetryBudget};
+use crate::health::{self, Clock, Jitter, KeyHealth, Resting, RetryBudget};
+use crate::health_board::{HealthBoard, HealthChange, HealthListener, HealthNotice, LocalHealth};
 use crate::limits::{AdmitError, Demand, Limiter, NoLimits, RateInfo, Refusal, Scope};
 use crate::provider::{
     BuildResult, Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError,
@@ -102,7 +103,9 @@ pub struct Router {
     model_json: HashMap<String, Bytes>,
     services: Services,
     default_output_tokens: u64,
-    /// Makes request ids unique across restarts: the start time, in hex.
+    /// Makes request ids unique across restarts and replicas: the start
+    /// time and a random salt, in hex. Replicas that share one ledger key
+    /// its rows by request id.
     request_id_prefix: String,
     /// Numbers the requests of this process.
     next_request: AtomicU64,
@@ -125,6 +128,9 @@ pub struct Services {
     /// Answers `/v1/usage`; `None` when there is no ledger.
     pub store: Option<Arc<dyn UsageStore>>,
     pub counter: Arc<dyn TokenCounter>,
+    /// Where the router tells other replicas what it learnt about a
+    /// provider key ([`LocalHealth`]: nobody to tell).
+    pub health: Arc<dyn HealthBoard>,
 }
 
 impl Default for Services {
@@ -134,6 +140,7 @@ impl Default for Services {
             usage: Arc::new(NoLedger),
             store: None,
             counter: Arc::new(ByteCounter),
+            health: Arc::new(LocalHealth),
         }
     }
 }
@@ -216,7 +223,7 @@ impl Router {
             model_json,
             services,
             default_output_tokens: config.limits.default_output_tokens.get(),
-            request_id_prefix: format!("req_{:x}", started / 1_000_000),
+            request_id_prefix: format!("req_{:x}{:08x}", started / 1_000_000, replica_salt()),
             next_request: AtomicU64::new(0),
             retry: config.retry.clone(),
             cooldown: config.cooldown.clone(),
@@ -403,7 +410,19 @@ impl Router {
                     .attempt(deployment, &request, client_body, api_key)
                     .await;
                 let change = pass.record(result.as_ref().err(), self.clock.now(), &self.cooldown);
-                log_change(change, entry, key_index);
+                if let Some(change) = change {
+                    log_change(change, entry, key_index);
+                    // Before anything else happens: the other replicas see
+                    // the change before this request's answer is out.
+                    self.services
+                        .health
+                        .publish(HealthNotice {
+                            entry_index: entry.index,
+                            provider_key: key_index,
+                            change,
+                        })
+                        .await;
+                }
                 match result {
                     Ok(answer) => {
                         books.upstream_answered();
@@ -568,24 +587,53 @@ enum Answer {
     Stream(ChunkStream),
 }
 
+impl HealthListener for Router {
+    /// What another replica learnt about a key: applied to this router's
+    /// own health of that key. An entry that is not enabled here, or a key
+    /// it does not have, is ignored.
+    fn apply(&self, notice: HealthNotice) {
+        let Some(deployment) = self
+            .deployments
+            .iter()
+            .find(|deployment| deployment.entry.index == notice.entry_index)
+        else {
+            return;
+        };
+        if let Some(health) = deployment.health.get(notice.provider_key.unwrap_or(0)) {
+            health.apply(notice.change, self.clock.now());
+        }
+    }
+}
+
+/// 32 random bits, so that replicas started in the same millisecond still
+/// number their requests apart. std's `RandomState` is seeded from the
+/// operating system's randomness, which is all this needs.
+fn replica_salt() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.finish() as u32
+}
+
 /// Logs what an attempt changed in the health of its key. The key itself is
 /// a secret: only its index is named.
-fn log_change(change: Change, entry: &ModelEntry, key_index: Option<usize>) {
+fn log_change(change: HealthChange, entry: &ModelEntry, key_index: Option<usize>) {
     match change {
-        Change::None => {}
-        Change::Disabled => tracing::error!(
+        // Logged as the attempt's failure already.
+        HealthChange::Rest(_) => {}
+        HealthChange::Disabled => tracing::error!(
             entry = entry.index,
             name = %entry.name,
             provider_key = key_index,
             "the upstream refused this provider key (401/403); it is not used again until the router restarts"
         ),
-        Change::Opened => tracing::warn!(
+        HealthChange::Open(_) => tracing::warn!(
             entry = entry.index,
             name = %entry.name,
             provider_key = key_index,
             "circuit opened after consecutive upstream failures"
         ),
-        Change::Closed => tracing::info!(
+        HealthChange::Closed => tracing::info!(
             entry = entry.index,
             name = %entry.name,
             provider_key = key_index,

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{CooldownPolicy, RetryPolicy};
+use crate::health_board::HealthChange;
 use crate::provider::{ErrorKind, ProviderError};
 
 /// The router's time base: nanoseconds since it was built.
@@ -85,18 +86,6 @@ pub(crate) struct Pass<'a> {
     probe: bool,
 }
 
-/// What recording an attempt changed, for the engine to log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
-    None,
-    /// The key was just disabled (it had not been before).
-    Disabled,
-    /// The circuit just opened (or reopened after a failed probe).
-    Opened,
-    /// An open or half-open circuit just closed.
-    Closed,
-}
-
 impl KeyHealth {
     /// Whether the key may be tried at `now`.
     pub(crate) fn admit(&self, now: u64) -> Result<Pass<'_>, Skip> {
@@ -148,14 +137,39 @@ impl KeyHealth {
     }
 }
 
+impl KeyHealth {
+    /// Takes in what another replica saw of this key at `now` (clock
+    /// nanoseconds). A rest or an open circuit only ever lengthens, so a
+    /// notice that arrives twice or late changes nothing.
+    pub(crate) fn apply(&self, change: HealthChange, now: u64) {
+        let until = |for_: Duration| now.saturating_add(nanos(for_)).max(1);
+        match change {
+            HealthChange::Rest(for_) => {
+                self.rest_until.fetch_max(until(for_), Ordering::AcqRel);
+            }
+            HealthChange::Disabled => self.disabled.store(true, Ordering::Release),
+            HealthChange::Open(for_) => {
+                self.consecutive_failures.store(0, Ordering::Release);
+                self.open_until.fetch_max(until(for_), Ordering::AcqRel);
+            }
+            HealthChange::Closed => {
+                self.consecutive_failures.store(0, Ordering::Release);
+                self.open_until.store(0, Ordering::Release);
+            }
+        }
+    }
+}
+
 impl Pass<'_> {
-    /// Records how the attempt ended (`None`: it answered).
+    /// Records how the attempt ended (`error`: `None` when it answered), and
+    /// answers what that changed, for the engine to log and to tell the
+    /// other replicas.
     pub(crate) fn record(
         self,
         error: Option<&ProviderError>,
         now: u64,
         policy: &CooldownPolicy,
-    ) -> Change {
+    ) -> Option<HealthChange> {
         let health = self.health;
         let kind = error.map(ProviderError::kind);
         match kind {
@@ -163,11 +177,7 @@ impl Pass<'_> {
             // request: the key and the upstream work.
             None | Some(ErrorKind::ClientError) => {
                 health.consecutive_failures.store(0, Ordering::Release);
-                if health.open_until.swap(0, Ordering::AcqRel) != 0 {
-                    Change::Closed
-                } else {
-                    Change::None
-                }
+                (health.open_until.swap(0, Ordering::AcqRel) != 0).then_some(HealthChange::Closed)
             }
             Some(ErrorKind::RateLimited) => {
                 let after = match error {
@@ -180,14 +190,10 @@ impl Pass<'_> {
                 health
                     .rest_until
                     .fetch_max(now.saturating_add(nanos(after)), Ordering::AcqRel);
-                Change::None
+                Some(HealthChange::Rest(after))
             }
             Some(ErrorKind::KeyRejected) => {
-                if health.disabled.swap(true, Ordering::AcqRel) {
-                    Change::None
-                } else {
-                    Change::Disabled
-                }
+                (!health.disabled.swap(true, Ordering::AcqRel)).then_some(HealthChange::Disabled)
             }
             Some(
                 ErrorKind::Connect
@@ -205,9 +211,9 @@ impl Pass<'_> {
                     // `max(1)`: 0 would read as "closed".
                     let until = now.saturating_add(nanos(policy.open_for)).max(1);
                     health.open_until.store(until, Ordering::Release);
-                    Change::Opened
+                    Some(HealthChange::Open(policy.open_for))
                 } else {
-                    Change::None
+                    None
                 }
             }
         }
@@ -433,7 +439,10 @@ mod tests {
         let health = KeyHealth::default();
         let pass = health.admit(SECOND).unwrap();
         let error = status(429, Some(Duration::from_secs(3)));
-        assert_eq!(pass.record(Some(&error), SECOND, &cooldown()), Change::None);
+        assert_eq!(
+            pass.record(Some(&error), SECOND, &cooldown()),
+            Some(HealthChange::Rest(Duration::from_secs(3)))
+        );
         assert_eq!(
             health.admit(2 * SECOND).unwrap_err(),
             Skip {
@@ -456,11 +465,11 @@ mod tests {
         let second = health.admit(0).unwrap();
         assert_eq!(
             first.record(Some(&status(401, None)), 0, &cooldown()),
-            Change::Disabled
+            Some(HealthChange::Disabled)
         );
         assert_eq!(
             second.record(Some(&status(403, None)), 0, &cooldown()),
-            Change::None
+            None
         );
         assert_eq!(
             health.admit(1000 * SECOND).unwrap_err(),
@@ -480,11 +489,11 @@ mod tests {
         let policy = cooldown();
         assert_eq!(
             health.admit(0).unwrap().record(Some(&failure), 0, &policy),
-            Change::None
+            None
         );
         assert_eq!(
             health.admit(0).unwrap().record(Some(&failure), 0, &policy),
-            Change::Opened
+            Some(HealthChange::Open(policy.open_for))
         );
         assert_eq!(
             health.admit(SECOND).unwrap_err().recovery,
@@ -498,15 +507,42 @@ mod tests {
         // A failed probe opens the circuit again at once.
         assert_eq!(
             probe.record(Some(&failure), 10 * SECOND, &policy),
-            Change::Opened
+            Some(HealthChange::Open(policy.open_for))
         );
         assert!(health.admit(15 * SECOND).is_err());
         // An abandoned probe lets the next request probe.
         drop(health.admit(20 * SECOND).unwrap());
         let probe = health.admit(20 * SECOND).unwrap();
-        assert_eq!(probe.record(None, 20 * SECOND, &policy), Change::Closed);
+        assert_eq!(
+            probe.record(None, 20 * SECOND, &policy),
+            Some(HealthChange::Closed)
+        );
         assert!(health.admit(20 * SECOND).is_ok());
         assert!(health.admit(20 * SECOND).is_ok());
+    }
+
+    #[test]
+    fn another_replicas_notices_only_lengthen_rests_and_open_circuits() {
+        let health = KeyHealth::default();
+        health.apply(HealthChange::Rest(Duration::from_secs(30)), SECOND);
+        // A late, shorter notice does not shorten the rest.
+        health.apply(HealthChange::Rest(Duration::from_secs(2)), 2 * SECOND);
+        assert_eq!(
+            health.admit(5 * SECOND).unwrap_err(),
+            Skip {
+                recovery: Some(31 * SECOND),
+                rate_limited: true
+            }
+        );
+        health.apply(HealthChange::Open(Duration::from_secs(60)), SECOND);
+        assert_eq!(
+            health.admit(40 * SECOND).unwrap_err().recovery,
+            Some(61 * SECOND)
+        );
+        health.apply(HealthChange::Closed, 41 * SECOND);
+        assert!(health.admit(41 * SECOND).is_ok());
+        health.apply(HealthChange::Disabled, 41 * SECOND);
+        assert_eq!(health.admit(41 * SECOND).unwrap_err().recovery, None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod estimate;
 mod health;
+pub mod health_board;
 pub mod limits;
 pub mod provider;
 mod report;

@@ -358,6 +358,26 @@ pub trait Limiter: Send + Sync + fmt::Debug {
 
     /// Every limit of a client key with what is left of it.
     async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom>;
+
+    /// How a limiter that shares its counters through a store is doing;
+    /// `None` for one that keeps them in this process.
+    fn shared_stats(&self) -> Option<SharedLimitsStats> {
+        None
+    }
+}
+
+/// How a shared limiter is doing, for `/metrics` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedLimitsStats {
+    /// Whether admissions go to the shared store now.
+    pub available: bool,
+    /// Times the store was found unavailable (each outage counts once).
+    pub outages: u64,
+    /// Admissions decided in this process while the store was unavailable
+    /// (`fail_open`).
+    pub fallback_admissions: u64,
+    /// Admissions refused because the store was unavailable (`fail_closed`).
+    pub unavailable_refusals: u64,
 }
 
 /// The limiter of a router without limits.

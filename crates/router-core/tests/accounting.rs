@@ -235,6 +235,7 @@ fn harness(entries: usize, refusals: Vec<Option<Refusal>>) -> Harness {
             usage: ledger.clone(),
             store: None,
             counter: Arc::new(ByteCounter),
+            ..Services::default()
         },
     )
     .unwrap();
@@ -448,6 +449,7 @@ async fn failover_hands_back_the_failed_entry_and_charges_the_key_once() {
             usage: base.ledger.clone(),
             store: None,
             counter: Arc::new(ByteCounter),
+            ..Services::default()
         },
     )
     .unwrap();
@@ -631,6 +633,7 @@ async fn a_request_dropped_while_waiting_for_its_upstream_is_recorded_once() {
             usage: base.ledger.clone(),
             store: None,
             counter: Arc::new(ByteCounter),
+            ..Services::default()
         },
     )
     .unwrap();

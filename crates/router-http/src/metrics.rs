@@ -21,13 +21,18 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use http::StatusCode;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use router_core::limits::Limiter;
 use router_core::usage::{Outcome, UsageRecord, UsageSink, UsageSource};
 
 /// The model label of a record whose model is not a configured name.
@@ -86,6 +91,54 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn upstream_histogram() -> Histogram {
     Histogram::new(UPSTREAM_BUCKETS)
+}
+
+/// Reads a shared limiter's stats at each scrape.
+#[derive(Debug)]
+struct SharedLimitsCollector(Arc<dyn Limiter>);
+
+impl Collector for SharedLimitsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(stats) = self.0.shared_stats() else {
+            return Ok(());
+        };
+        let available = ConstGauge::new(i64::from(stats.available));
+        available.encode(encoder.encode_descriptor(
+            "router_shared_limits_available",
+            "1 while admissions are checked against the shared store (Redis), 0 while it \
+             is unavailable",
+            None,
+            available.metric_type(),
+        )?)?;
+        for (name, help, value) in [
+            (
+                "router_shared_limits_outages",
+                "Times the shared store was found unavailable, once per outage",
+                stats.outages,
+            ),
+            (
+                "router_shared_limits_fallback_admissions",
+                "Admissions decided by this replica's share of the limits while the shared \
+                 store was unavailable (on_unavailable: fail_open)",
+                stats.fallback_admissions,
+            ),
+            (
+                "router_shared_limits_unavailable_refusals",
+                "Requests refused with limits_unavailable while the shared store was \
+                 unavailable (on_unavailable: fail_closed)",
+                stats.unavailable_refusals,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
 }
 
 /// The router's metrics. Create one, share it as `Arc<Metrics>` with the
@@ -214,6 +267,20 @@ impl Metrics {
             http_requests,
             in_flight,
         }
+    }
+
+    /// Also exposes how a shared limiter is doing, read at each scrape:
+    /// `router_shared_limits_available` (1 while admissions go to the
+    /// shared store), `router_shared_limits_outages_total`,
+    /// `router_shared_limits_fallback_admissions_total` and
+    /// `router_shared_limits_unavailable_refusals_total`. A limiter that
+    /// keeps its counters in this process adds nothing.
+    pub fn watch_limiter(mut self, limiter: Arc<dyn Limiter>) -> Self {
+        if limiter.shared_stats().is_some() {
+            self.registry
+                .register_collector(Box::new(SharedLimitsCollector(limiter)));
+        }
+        self
     }
 
     /// Replaces the configured model names (after a config reload). Series

@@ -346,6 +346,7 @@ async fn start(options: Options) -> TestServer {
         usage: Arc::new(FanOut(sinks)),
         store: Some(ledger.clone()),
         counter: Arc::new(ByteCounter),
+        ..Services::default()
     };
     let router = Router::with_services(
         &config,

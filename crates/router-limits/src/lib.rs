@@ -10,7 +10,7 @@ pub mod store;
 pub mod tokens;
 
 pub use limiter::{
-    Clock, ManualClock, MemoryLimiter, RedisLimiter, RedisLimiterError, RedisLimiterStats,
+    Clock, ManualClock, MemoryLimiter, RedisHealthBoard, RedisLimiter, RedisLimiterError,
     SystemClock,
 };
 pub use store::{SqliteStore, StoreError};

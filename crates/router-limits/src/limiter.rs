@@ -55,7 +55,7 @@ use crate::{CounterRow, CounterSink};
 use calendar::{Calendar, CalendarLimit, CalendarNow, PeriodCount};
 pub use clock::{Clock, ManualClock, SystemClock};
 use gcra::{Gcra, GcraMark, GcraState};
-pub use redis::{RedisLimiter, RedisLimiterError, RedisLimiterStats};
+pub use redis::{RedisHealthBoard, RedisLimiter, RedisLimiterError};
 
 /// The most limits one set holds: a client key's `rps rpm rph rpd tps tpm
 /// tph tpd` and its budget.

@@ -10,12 +10,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use router_core::config::LimitsBackend;
 use router_core::config::{self, Config, ConfigError, ConfigErrors};
+use router_core::health_board::{HealthBoard, HealthListener, LocalHealth};
+use router_core::limits::Limiter;
 use router_core::usage::{FanOut, NoLedger, UsageSink, UsageStore};
 use router_core::{Router, Services};
 use router_http::{HttpConfig, Metrics};
 use router_limits::{
-    CounterSink, MemoryLimiter, NoPersistence, SqliteStore, SystemClock, TiktokenCounter,
+    CounterSink, MemoryLimiter, NoPersistence, RedisHealthBoard, RedisLimiter, SqliteStore,
+    SystemClock, TiktokenCounter,
 };
 use router_providers::client::HttpClient;
 use router_providers::registry::Registry;
@@ -128,22 +132,40 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
         );
         None
     };
-    let (restored, counter_sink): (_, Arc<dyn CounterSink>) = match &store {
-        Some(store) => (
-            store
-                .load_counters(OffsetDateTime::now_utc())
-                .map_err(|error| format!("cannot read the day counters: {error}"))?,
-            store.clone(),
-        ),
-        None => (Vec::new(), Arc::new(NoPersistence)),
+    let (limiter, redis): (Arc<dyn Limiter>, _) = match &config.limits.backend {
+        LimitsBackend::Memory => {
+            let (restored, counter_sink): (_, Arc<dyn CounterSink>) = match &store {
+                Some(store) => (
+                    store
+                        .load_counters(OffsetDateTime::now_utc())
+                        .map_err(|error| format!("cannot read the day counters: {error}"))?,
+                    store.clone(),
+                ),
+                None => (Vec::new(), Arc::new(NoPersistence)),
+            };
+            let limiter = MemoryLimiter::new(config, SystemClock::new(), restored, counter_sink);
+            (Arc::new(limiter), None)
+        }
+        // Day counters and budgets live in Redis with the other limits, and
+        // so does what replicas learn about provider keys.
+        LimitsBackend::Redis(redis) => {
+            let limiter =
+                Arc::new(RedisLimiter::new(config, redis).map_err(|error| error.to_string())?);
+            let board = Arc::new(limiter.health_board(config));
+            (limiter.clone(), Some((limiter, board)))
+        }
     };
-    let limiter = MemoryLimiter::new(config, SystemClock::new(), restored, counter_sink);
+    let health: Arc<dyn HealthBoard> = match &redis {
+        Some((_, board)) => board.clone(),
+        None => Arc::new(LocalHealth),
+    };
     let counter = TiktokenCounter::new();
     counter.warm_up(config.models.iter().filter(|entry| entry.enabled));
     let metrics = config.server.metrics.then(|| {
-        Arc::new(Metrics::new(
-            config.models.iter().map(|entry| entry.name.clone()),
-        ))
+        Arc::new(
+            Metrics::new(config.models.iter().map(|entry| entry.name.clone()))
+                .watch_limiter(Arc::clone(&limiter)),
+        )
     });
     // Each record goes to the ledger and to the metrics, those that are on.
     let mut sinks: Vec<Arc<dyn UsageSink>> = Vec::with_capacity(2);
@@ -159,13 +181,21 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
         _ => Arc::new(FanOut(sinks)),
     };
     let services = Services {
-        limiter: Arc::new(limiter),
+        limiter,
         usage,
         // `None`: `/v1/usage` answers that there is no ledger.
         store: store.clone().map(|store| -> Arc<dyn UsageStore> { store }),
         counter: Arc::new(counter),
+        health,
     };
-    Ok((services, Serving { store, metrics }))
+    Ok((
+        services,
+        Serving {
+            store,
+            metrics,
+            redis,
+        },
+    ))
 }
 
 /// What serving needs besides the engine.
@@ -174,6 +204,8 @@ struct Serving {
     store: Option<Arc<SqliteStore>>,
     /// Served on `/metrics`; `None` with `server.metrics: false`.
     metrics: Option<Arc<Metrics>>,
+    /// The shared limiter and key health, connected once the runtime runs.
+    redis: Option<(Arc<RedisLimiter>, Arc<RedisHealthBoard>)>,
 }
 
 fn init_logging() {
@@ -254,6 +286,14 @@ fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
     };
     runtime.block_on(async move {
         let router = Arc::new(router);
+        if let Some((limiter, board)) = &serving.redis {
+            // Bounded: under fail_open the router serves without Redis, and
+            // connects in the background.
+            let connected = limiter.connect(REDIS_START_WAIT).await;
+            tracing::info!(connected, "limits and key health are shared through redis");
+            let listener: Arc<dyn HealthListener> = router.clone();
+            board.listen(Arc::downgrade(&listener));
+        }
         let address = SocketAddr::new(config.server.host, config.server.port);
         let listener = match TcpListener::bind(address).await {
             Ok(listener) => listener,
@@ -313,6 +353,9 @@ fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
         }
     })
 }
+
+/// How long start-up waits for Redis before serving without it.
+const REDIS_START_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {

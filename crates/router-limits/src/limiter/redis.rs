@@ -52,7 +52,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use router_core::config::{ClientKeyConfig, Config, OnUnavailable, RedisConfig};
 use router_core::limits::{
     Admission, AdmitError, Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo,
-    Refusal, Reservation, Scope, Settlement,
+    Refusal, Reservation, Scope, Settlement, SharedLimitsStats,
 };
 use time::OffsetDateTime;
 
@@ -62,6 +62,10 @@ use super::{
     DemandAt, LimitSpec, MemoryLimiter, Rule, SystemClock,
 };
 use crate::NoPersistence;
+
+mod board;
+
+pub use board::{RedisHealthBoard, DISABLED_FOR};
 
 const SCRIPT: &str = include_str!("redis.lua");
 
@@ -76,22 +80,11 @@ pub enum RedisLimiterError {
     Url { detail: String },
 }
 
-/// How the shared limiter is doing, for metrics and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RedisLimiterStats {
-    /// Whether admissions go to Redis now.
-    pub available: bool,
-    /// Times Redis was found down (each outage counts once).
-    pub outages: u64,
-    /// Admissions decided by the in-memory fallback (`fail_open`).
-    pub fallback_admissions: u64,
-    /// Admissions refused because Redis was down (`fail_closed`).
-    pub unavailable_refusals: u64,
-}
-
 /// The [`Limiter`] shared by every replica through Redis.
 pub struct RedisLimiter {
     shared: Arc<Shared>,
+    /// `limits.redis.key_prefix`.
+    prefix: String,
     /// By `ClientKeyConfig::index`; `None` for a key without limits.
     key_sets: Box<[Option<Arc<RedisSet>>]>,
     /// By `ModelEntry::index`, then provider key index.
@@ -292,6 +285,7 @@ impl RedisLimiter {
         });
         Ok(Self {
             shared,
+            prefix: prefix.clone(),
             key_sets,
             model_sets,
             fallback,
@@ -314,14 +308,20 @@ impl RedisLimiter {
         true
     }
 
-    pub fn stats(&self) -> RedisLimiterStats {
+    pub fn stats(&self) -> SharedLimitsStats {
         let shared = &self.shared;
-        RedisLimiterStats {
+        SharedLimitsStats {
             available: shared.available.load(Ordering::Acquire),
             outages: shared.outages.load(Ordering::Relaxed),
             fallback_admissions: shared.fallback_admissions.load(Ordering::Relaxed),
             unavailable_refusals: shared.unavailable_refusals.load(Ordering::Relaxed),
         }
+    }
+
+    /// The provider key health shared through the same Redis (and the same
+    /// connection). `config` must be the one this limiter was built from.
+    pub fn health_board(&self, config: &Config) -> RedisHealthBoard {
+        RedisHealthBoard::new(Arc::clone(&self.shared), config, &self.prefix)
     }
 
     fn key_set(&self, key: &ClientKeyConfig) -> Option<&Arc<RedisSet>> {
@@ -381,12 +381,16 @@ fn model_owner(
     entry: &router_core::config::ModelEntry,
     provider_key: &str,
 ) -> String {
-    let owner = if entry.id != 0 {
+    format!("{prefix}l:model:{}:{provider_key}:", entry_owner(entry))
+}
+
+/// An entry as replicas name it: its `id`, else its name and position.
+fn entry_owner(entry: &router_core::config::ModelEntry) -> String {
+    if entry.id != 0 {
         entry.id.to_string()
     } else {
         format!("{}#{}", entry.name, entry.index)
-    };
-    format!("{prefix}l:model:{owner}:{provider_key}:")
+    }
 }
 
 #[async_trait]
@@ -460,6 +464,10 @@ impl Limiter for RedisLimiter {
                 }
             }
         })
+    }
+
+    fn shared_stats(&self) -> Option<SharedLimitsStats> {
+        Some(self.stats())
     }
 
     async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
