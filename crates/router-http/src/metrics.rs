@@ -104,7 +104,7 @@ impl Collector for SharedLimitsCollector {
         };
         let available = ConstGauge::new(i64::from(stats.available));
         available.encode(encoder.encode_descriptor(
-            "router_shared_limits_available",
+            "shared_limits_available",
             "1 while admissions are checked against the shared store (Redis), 0 while it \
              is unavailable",
             None,
@@ -112,18 +112,18 @@ impl Collector for SharedLimitsCollector {
         )?)?;
         for (name, help, value) in [
             (
-                "router_shared_limits_outages",
+                "shared_limits_outages",
                 "Times the shared store was found unavailable, once per outage",
                 stats.outages,
             ),
             (
-                "router_shared_limits_fallback_admissions",
+                "shared_limits_fallback_admissions",
                 "Admissions decided by this replica's share of the limits while the shared \
                  store was unavailable (on_unavailable: fail_open)",
                 stats.fallback_admissions,
             ),
             (
-                "router_shared_limits_unavailable_refusals",
+                "shared_limits_unavailable_refusals",
                 "Requests refused with limits_unavailable while the shared store was \
                  unavailable (on_unavailable: fail_closed)",
                 stats.unavailable_refusals,

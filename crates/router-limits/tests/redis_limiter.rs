@@ -5,7 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(unused_imports)]
 mod engines;
 
 use std::path::Path;

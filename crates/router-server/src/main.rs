@@ -292,7 +292,7 @@ fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
             let connected = limiter.connect(REDIS_START_WAIT).await;
             tracing::info!(connected, "limits and key health are shared through redis");
             let listener: Arc<dyn HealthListener> = router.clone();
-            board.listen(Arc::downgrade(&listener));
+            board.listen(Arc::downgrade(&listener)).await;
         }
         let address = SocketAddr::new(config.server.host, config.server.port);
         let listener = match TcpListener::bind(address).await {

@@ -14,6 +14,7 @@
 
 #![allow(
     dead_code,
+    unused_imports,
     reason = "each test crate that includes the harness uses a different part of it"
 )]
 #![allow(clippy::unwrap_used, clippy::expect_used)]

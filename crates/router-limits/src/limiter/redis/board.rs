@@ -28,6 +28,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use redis::aio::PubSubStream;
 use router_core::config::Config;
 use router_core::health_board::{HealthBoard, HealthChange, HealthListener, HealthNotice, Publish};
 use time::OffsetDateTime;
@@ -111,26 +112,35 @@ impl RedisHealthBoard {
     }
 
     /// Hands what other replicas publish to `listener`, from a task of its
-    /// own, until the listener is dropped. Reconnects by itself after an
-    /// outage, and reads what it missed each time it subscribes. Must be
-    /// called inside a tokio runtime.
-    pub fn listen(self: &Arc<Self>, listener: Weak<dyn HealthListener>) {
+    /// own, until the listener is dropped. Returns once the first
+    /// subscription has read what other replicas published before (or has
+    /// failed, bounded by the connect and command timeouts), so a replica
+    /// that starts late serves with what the others know. Reconnects by
+    /// itself after an outage, and reads what it missed each time it
+    /// subscribes. Must be called inside a tokio runtime.
+    pub async fn listen(self: &Arc<Self>, listener: Weak<dyn HealthListener>) {
+        let first = self.subscribe(&listener).await;
         let board = Arc::clone(self);
         tokio::spawn(async move {
+            let mut subscribed = first;
             loop {
+                match subscribed {
+                    Ok(messages) => board.relay(messages, &listener).await,
+                    Err(why) => tracing::debug!(reason = %why, "health board: not subscribed"),
+                }
                 if listener.strong_count() == 0 {
                     return;
                 }
-                if let Err(why) = board.subscribe_once(&listener).await {
-                    tracing::debug!(reason = %why, "health board: not subscribed");
-                }
                 tokio::time::sleep(PROBE_INTERVAL).await;
+                subscribed = board.subscribe(&listener).await;
             }
         });
     }
 
-    /// One subscription, until its connection ends.
-    async fn subscribe_once(&self, listener: &Weak<dyn HealthListener>) -> Result<(), String> {
+    /// Subscribes, then applies what the hash holds: a change made in
+    /// between is both in the hash and heard, and applying it twice is
+    /// harmless, whereas the other order could miss one.
+    async fn subscribe(&self, listener: &Weak<dyn HealthListener>) -> Result<PubSubStream, String> {
         let timeout = self.shared.connect_timeout;
         let mut pubsub = tokio::time::timeout(timeout, self.shared.client.get_async_pubsub())
             .await
@@ -140,13 +150,16 @@ impl RedisHealthBoard {
             .await
             .map_err(|_| "no answer to SUBSCRIBE".to_owned())?
             .map_err(|error| super::describe(&error))?;
-        // Subscribed first, then the snapshot: a change made in between is
-        // both in the snapshot and heard, and applying it twice is harmless.
         self.apply_snapshot(listener).await?;
-        let mut messages = pubsub.into_on_message();
+        Ok(pubsub.into_on_message())
+    }
+
+    /// Applies what other replicas publish until the connection ends or
+    /// the listener is gone.
+    async fn relay(&self, mut messages: PubSubStream, listener: &Weak<dyn HealthListener>) {
         while let Some(message) = messages.next().await {
             let Some(listener) = listener.upgrade() else {
-                return Ok(());
+                return;
             };
             let Ok(payload) = message.get_payload::<String>() else {
                 continue;
@@ -155,7 +168,6 @@ impl RedisHealthBoard {
                 listener.apply(notice);
             }
         }
-        Err("the subscription's connection ended".to_owned())
     }
 
     async fn apply_snapshot(&self, listener: &Weak<dyn HealthListener>) -> Result<(), String> {
