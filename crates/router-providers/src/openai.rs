@@ -679,6 +679,52 @@ mod tests {
         assert_eq!(truncate_at_word(&"y".repeat(800), MAX_MESSAGE_CHARS), "…");
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use router_core::scrub::{Scrubber, MARKER};
+
+        proptest! {
+            /// A configured key placed anywhere in an upstream error body's
+            /// message, of any length, never comes out of extraction,
+            /// truncation and the engine's scrubber: truncation never cuts
+            /// it into a piece the scrubber would not know.
+            #[test]
+            fn a_configured_key_in_an_error_body_never_comes_out(
+                key in "[A-Za-z0-9_-]{8,64}",
+                before in "[a-z .,:'`(){}é\n-]{0,700}",
+                after in any::<String>(),
+                shape in 0usize..4,
+            ) {
+                prop_assume!(!MARKER.contains(key.as_str()));
+                let message = format!("{before}{key}{after}");
+                let body = match shape {
+                    0 => json_body(&serde_json::json!({"error": {"message": message}})),
+                    1 => json_body(&serde_json::json!([{"error": {"code": 400, "message": message}}])),
+                    2 => json_body(&serde_json::json!({"error": message})),
+                    _ => json_body(&serde_json::json!({"object": "error", "message": message})),
+                };
+                let scrubber = Scrubber::new([key.as_str()]);
+                if let Some(extracted) = upstream_error_message(&body) {
+                    let scrubbed = scrubber.scrub(&extracted);
+                    prop_assert!(!scrubbed.contains(key.as_str()), "{scrubbed:?}");
+                    // Not even a piece long enough to matter.
+                    for piece in scrubbed.split(|ch: char| !ch.is_ascii_alphanumeric()) {
+                        prop_assert!(
+                            piece.len() < router_core::scrub::MIN_FRAGMENT_CHARS
+                                || !key.contains(piece),
+                            "{piece:?} of the key in {scrubbed:?}"
+                        );
+                    }
+                }
+            }
+        }
+
+        fn json_body(value: &serde_json::Value) -> Vec<u8> {
+            serde_json::to_vec(value).unwrap()
+        }
+    }
+
     #[test]
     fn completion_shape() {
         assert!(parse_completion(br#"{"id":"x","choices":[]}"#).is_ok());
