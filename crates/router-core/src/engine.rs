@@ -20,6 +20,7 @@ use crate::auth::KeyStore;
 use crate::catalog::{self, ModelList, ModelObject};
 use crate::config::{ClientKeyConfig, Config, CooldownPolicy, ModelEntry, RetryPolicy};
 use crate::error::{AuthError, ChatError, UsageError};
+use crate::escape::Escaped;
 use crate::estimate::{self, ByteCounter, TokenCounter};
 use crate::health::{self, Clock, Jitter, KeyHealth, Resting, RetryBudget};
 use crate::health_board::{HealthBoard, HealthChange, HealthListener, HealthNotice, LocalHealth};
@@ -30,6 +31,7 @@ use crate::provider::{
 };
 use crate::report::{self, UsageReport, UsageRequest};
 use crate::request::{self, ChatRequest};
+use crate::scrub::{self, Scrubber};
 use crate::secret::Secret;
 use crate::thinking::{self, StreamThinking};
 use crate::usage::{NoLedger, Outcome, Tokens, UsageSink, UsageStore};
@@ -174,6 +176,9 @@ impl Router {
     ) -> Result<Self, BuildError> {
         let mut deployments = Vec::new();
         let mut groups: HashMap<String, Group> = HashMap::new();
+        // Every upstream error passes here on its way to a client, a log
+        // line or a usage record: scrubbed once, for all of them.
+        let scrubber = Arc::new(Scrubber::from_config(config));
         for entry in config.models.iter().filter(|entry| entry.enabled) {
             let provider = provider_for(entry).map_err(|message| BuildError::Provider {
                 index: entry.index,
@@ -181,6 +186,7 @@ impl Router {
                 provider: entry.provider.clone(),
                 message,
             })?;
+            let provider = scrub::guard(provider, &scrubber);
             groups
                 .entry(entry.name.clone())
                 .or_insert_with(|| Group {
@@ -434,10 +440,10 @@ impl Router {
                             return Err(ChatError::Upstream { source: error });
                         }
                         tracing::warn!(
-                            model = %request.model,
+                            model = %Escaped(&request.model),
                             entry = entry.index,
                             attempt = attempts,
-                            %error,
+                            error = %Escaped(&error),
                             "upstream attempt failed"
                         );
                         last_error = Some(error);

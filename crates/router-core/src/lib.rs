@@ -4,7 +4,9 @@
 //! client-key authentication, request parsing and validation, and the routing
 //! engine (resolution, round robin, failover with retries, provider-key
 //! cooldown and circuit breaking, response rewriting), plus the
-//! traits the engine depends on ([`provider::Provider`]).
+//! traits the engine depends on ([`provider::Provider`]). It also owns what
+//! may leave the router about an upstream failure ([`scrub`]: no account
+//! details) and how client text appears in a log line ([`escape`]).
 //!
 //! It deliberately does not own sockets, HTTP (no hyper, no status codes),
 //! rate-limiter implementations (no governor) or any concrete provider.
@@ -16,6 +18,7 @@ mod catalog;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod escape;
 pub mod estimate;
 mod health;
 pub mod health_board;
@@ -23,6 +26,7 @@ pub mod limits;
 pub mod provider;
 mod report;
 pub mod request;
+pub mod scrub;
 pub mod secret;
 mod thinking;
 pub mod usage;
@@ -36,4 +40,5 @@ pub use provider::{
     Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError, ProviderRequest,
 };
 pub use report::{UsageReport, UsageRequest};
+pub use scrub::Scrubber;
 pub use secret::Secret;

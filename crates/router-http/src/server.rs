@@ -12,6 +12,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use router_core::escape::Escaped;
 use router_core::Router;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -218,7 +219,7 @@ async fn serve_connection(
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(error) = watcher.watch(connection).await {
         // Clients resetting connections and timing out are routine.
-        tracing::debug!(%peer, %error, "connection ended with an error");
+        tracing::debug!(%peer, error = %Escaped(&error), "connection ended with an error");
     }
 }
 

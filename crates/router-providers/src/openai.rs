@@ -293,8 +293,14 @@ async fn status_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -
 
 /// The upstream's own error message from a JSON error body, truncated, or
 /// `None` when the body is not shaped like one. Accepted shapes:
-/// `{"error":{"message":"..."}}` (OpenAI), `{"error":"..."}` (Ollama), and
-/// the former inside a one-element array (Gemini's OpenAI endpoint).
+/// `{"error":{"message":"..."}}` (OpenAI, Azure, Anthropic's
+/// `{"type":"error","error":{...}}`), `{"error":"..."}` (Ollama), the first
+/// inside a one-element array (Gemini's OpenAI endpoint), and
+/// `{"object":"error","message":"..."}` (vLLM).
+///
+/// The message still carries whatever the upstream put in it, account
+/// details included: the engine scrubs every `ProviderError` before anyone
+/// sees it (`router_core::scrub`).
 pub(crate) fn upstream_error_message(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     match &value {
@@ -305,16 +311,35 @@ pub(crate) fn upstream_error_message(body: &[u8]) -> Option<String> {
 }
 
 fn error_message(object: &JsonObject) -> Option<String> {
-    let text = match object.get("error")? {
-        Value::String(text) => text,
-        Value::Object(error) => error.get("message")?.as_str()?,
+    let text = match object.get("error") {
+        Some(Value::String(text)) => text,
+        Some(Value::Object(error)) => error.get("message")?.as_str()?,
+        // vLLM (and other servers built on FastAPI's OpenAI shim).
+        None if object.get("object").and_then(Value::as_str) == Some("error") => {
+            object.get("message")?.as_str()?
+        }
         _ => return None,
     };
     let text = text.trim();
     if text.is_empty() {
         return None;
     }
-    Some(truncate_chars(text, MAX_MESSAGE_CHARS))
+    Some(truncate_at_word(text, MAX_MESSAGE_CHARS))
+}
+
+/// At most `max` characters of `text`, cut at a space when there is one, so
+/// that no word is cut in two: half a key would no longer be recognised as
+/// one by the scrubber. The cut is marked with a separate ` …`.
+fn truncate_at_word(text: &str, max: usize) -> String {
+    let Some((cut, _)) = text.char_indices().nth(max) else {
+        return text.to_owned();
+    };
+    let kept = &text[..cut];
+    match kept.rfind(char::is_whitespace) {
+        Some(space) => format!("{} …", kept[..space].trim_end()),
+        // One word longer than the limit: not a sentence anyone needs.
+        None => "…".to_owned(),
+    }
 }
 
 fn truncate_chars(text: &str, max: usize) -> String {
@@ -630,10 +655,74 @@ mod tests {
         check_message(r#"{"detail":"account 123 is over quota"}"#, None);
         check_message("<html>bad gateway</html>", None);
         check_message("", None);
-        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "é".repeat(800));
+        check_message(
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: 9999 > 8192"}}"#,
+            Some("max_tokens: 9999 > 8192"),
+        );
+        check_message(
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens.","type":"BadRequestError","param":null,"code":400}"#,
+            Some("This model's maximum context length is 4096 tokens."),
+        );
+        check_message(r#"{"object":"list","message":"not an error"}"#, None);
+        let long = format!(r#"{{"error":{{"message":"{}"}}}}"#, "élan ".repeat(160));
         let message = upstream_error_message(long.as_bytes()).unwrap();
-        assert_eq!(message.chars().count(), MAX_MESSAGE_CHARS + 1);
-        assert!(message.ends_with('…'));
+        assert!(
+            message.chars().count() <= MAX_MESSAGE_CHARS + 2,
+            "{message}"
+        );
+        assert!(message.ends_with("élan …"), "{message}");
+        // A word is never cut in two: a key at the limit goes whole or not at all.
+        let key = "sk-0123456789abcdef";
+        let straddling = format!("{} {key} tail", "x".repeat(MAX_MESSAGE_CHARS - 10));
+        let message = truncate_at_word(&straddling, MAX_MESSAGE_CHARS);
+        assert!(!message.contains("sk-"), "{message}");
+        assert_eq!(truncate_at_word(&"y".repeat(800), MAX_MESSAGE_CHARS), "…");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use router_core::scrub::{Scrubber, MARKER};
+
+        proptest! {
+            /// A configured key placed anywhere in an upstream error body's
+            /// message, of any length, never comes out of extraction,
+            /// truncation and the engine's scrubber: truncation never cuts
+            /// it into a piece the scrubber would not know.
+            #[test]
+            fn a_configured_key_in_an_error_body_never_comes_out(
+                key in "[A-Za-z0-9_-]{8,64}",
+                before in "[a-z .,:'`(){}é\n-]{0,700}",
+                after in any::<String>(),
+                shape in 0usize..4,
+            ) {
+                prop_assume!(!MARKER.contains(key.as_str()));
+                let message = format!("{before}{key}{after}");
+                let body = match shape {
+                    0 => json_body(&serde_json::json!({"error": {"message": message}})),
+                    1 => json_body(&serde_json::json!([{"error": {"code": 400, "message": message}}])),
+                    2 => json_body(&serde_json::json!({"error": message})),
+                    _ => json_body(&serde_json::json!({"object": "error", "message": message})),
+                };
+                let scrubber = Scrubber::new([key.as_str()]);
+                if let Some(extracted) = upstream_error_message(&body) {
+                    let scrubbed = scrubber.scrub(&extracted);
+                    prop_assert!(!scrubbed.contains(key.as_str()), "{scrubbed:?}");
+                    // Not even a piece long enough to matter.
+                    for piece in scrubbed.split(|ch: char| !ch.is_ascii_alphanumeric()) {
+                        prop_assert!(
+                            piece.len() < router_core::scrub::MIN_FRAGMENT_CHARS
+                                || !key.contains(piece),
+                            "{piece:?} of the key in {scrubbed:?}"
+                        );
+                    }
+                }
+            }
+        }
+
+        fn json_body(value: &serde_json::Value) -> Vec<u8> {
+            serde_json::to_vec(value).unwrap()
+        }
     }
 
     #[test]
