@@ -418,14 +418,20 @@ models:
 
 /// Every variable the shipped examples may reference.
 fn example_env(name: &str) -> Option<String> {
-    [
-        "GEMINI_API_KEY",
-        "GEMINI_API_KEY_2",
-        "OPENAI_API_KEY",
-        "ROUTER_CLIENT_KEY",
-    ]
-    .contains(&name)
-    .then(|| format!("fake-{name}"))
+    match name {
+        "ROUTER_PORT" => Some("8401".to_owned()),
+        "ROUTER_REDIS_URL" => Some("redis://127.0.0.1:6379/0".to_owned()),
+        "ROUTER_LEDGER_URL" => Some("postgres://router@127.0.0.1:5432/router".to_owned()),
+        _ => [
+            "GEMINI_API_KEY",
+            "GEMINI_API_KEY_2",
+            "OPENAI_API_KEY",
+            "ROUTER_CLIENT_KEY",
+            "ROUTER_ADMIN_KEY",
+        ]
+        .contains(&name)
+        .then(|| format!("fake-{name}")),
+    }
 }
 
 #[test]
@@ -446,6 +452,7 @@ fn shipped_configs_load() {
             "gemini.yaml",
             "ollama.yaml",
             "openai.yaml",
+            "replicas.yaml",
             "vllm.yaml"
         ]
     );
