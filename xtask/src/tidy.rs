@@ -59,6 +59,8 @@ const FORBIDDEN_REACH: &[ForbiddenReach] = &[
             "rusqlite",
             "libsqlite3-sys",
             "redis",
+            "tokio-postgres",
+            "deadpool-postgres",
         ],
         why: "router-core has no sockets, HTTP, TLS, limiter or storage backend, so an embedder gets the engine without them",
     },
@@ -93,6 +95,10 @@ const FORBIDDEN_REACH: &[ForbiddenReach] = &[
         why: "the embedding example shows the engine used as a library, without the HTTP server",
     },
 ];
+
+/// The ledger's database drivers: only router-limits may depend on them
+/// (other crates' tests may, to look inside a ledger file).
+const LEDGER_DRIVERS: &[&str] = &["rusqlite", "tokio-postgres", "deadpool-postgres"];
 
 /// Packages that must not appear anywhere in the resolved graph (all members, all
 /// dependency kinds, all platforms).
@@ -263,6 +269,19 @@ fn check_direct_dependencies(metadata: &Metadata, violations: &mut Vec<Violation
                 detail: format!(
                     "{} names governor: only router-limits uses governor, everyone else goes through the limiter port",
                     member.name
+                ),
+            });
+        }
+        if let Some(driver) = member.dependencies.iter().find(|dependency| {
+            member.name != "router-limits"
+                && dependency.kind == DependencyKind::Normal
+                && LEDGER_DRIVERS.contains(&dependency.name.as_str())
+        }) {
+            violations.push(Violation {
+                rule: "layering",
+                detail: format!(
+                    "{} names {}: only router-limits talks to the ledger's databases, everyone else goes through the usage port",
+                    member.name, driver.name
                 ),
             });
         }
