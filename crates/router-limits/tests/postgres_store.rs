@@ -170,6 +170,47 @@ async fn the_interval_writes_without_a_flush() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_postgresql_would_refuse_do_not_block_a_batch() {
+    let pg = PostgresServer::start();
+    let dir = TempDir::new("pgl");
+    let store = store(&pg.url(), &spill_file(&dir), options(NEVER)).await;
+    // PostgreSQL text holds no NUL and a NaN cost would poison every sum:
+    // either would fail the whole batch on every retry if sent as is.
+    store.record(UsageRecord {
+        error: Some("upstream\0said no".to_owned()),
+        cost_usd: f64::NAN,
+        ..record("odd", 0)
+    });
+    store.record(UsageRecord {
+        key_id: u64::MAX,
+        tokens: Tokens {
+            prompt: u64::MAX,
+            ..Tokens::default()
+        },
+        ..record("odd", 1)
+    });
+    store.flush().await.unwrap();
+    assert_eq!(rows(&pg, "router"), (2, 2));
+    assert_eq!(
+        pg.psql(
+            "router",
+            "SELECT error || ' ' || cost_usd FROM usage WHERE request_id = 'req_odd-0'"
+        ),
+        "upstream\u{fffd}said no 0"
+    );
+    let by_key = store
+        .totals(UsageQuery {
+            group_by: GroupBy::Key,
+            ..everything()
+        })
+        .await
+        .unwrap();
+    let keys: Vec<_> = by_key.iter().map(|totals| totals.group.clone()).collect();
+    assert_eq!(keys, [Some("1".to_owned()), Some(u64::MAX.to_string())]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_write_concurrently_and_agree() {
     let pg = PostgresServer::start();
     let (dir_a, dir_b) = (TempDir::new("pgl"), TempDir::new("pgl"));

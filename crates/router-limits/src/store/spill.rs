@@ -97,3 +97,70 @@ impl Spill {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use router_core::usage::{Outcome, Tokens, UsageSource};
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn record(request_id: &str) -> UsageRecord {
+        UsageRecord {
+            time: datetime!(2025-06-01 08:00:00.123456789 UTC),
+            request_id: request_id.to_owned(),
+            key_id: u64::MAX,
+            key_name: "team".to_owned(),
+            model: "m".to_owned(),
+            entry_index: None,
+            entry_id: Some(3),
+            provider_key_index: Some(1),
+            tokens: Tokens {
+                prompt: 1,
+                completion: 2,
+                cached: 0,
+                reasoning: 0,
+            },
+            cost_usd: 0.1,
+            outcome: Outcome::UpstreamFailed,
+            error: Some("upstream said no".to_owned()),
+            latency: Duration::from_nanos(987_654_321),
+            upstream_latency: None,
+            refused_by: None,
+            source: UsageSource::None,
+            stream: false,
+        }
+    }
+
+    #[test]
+    fn rows_come_back_bit_for_bit_and_leave_only_through_an_id() {
+        let path = std::env::temp_dir().join(format!(
+            "router-spill-{}-{}.db",
+            std::process::id(),
+            time::OffsetDateTime::now_utc().unix_timestamp_nanos()
+        ));
+        let result = std::panic::catch_unwind(|| {
+            let mut spill = Spill::open(&path).map_err(|error| error.to_string())?;
+            let records = [record("a"), record("b"), record("c")];
+            spill.push(&records).map_err(|error| error.to_string())?;
+            assert_eq!(spill.len().ok(), Some(3));
+            let oldest = spill.oldest(2).map_err(|error| error.to_string())?;
+            let read: Vec<&UsageRecord> = oldest.iter().map(|(_, record)| record).collect();
+            assert_eq!(read, [&records[0], &records[1]]);
+            let last_id = oldest.last().map(|(id, _)| *id).unwrap_or_default();
+            spill
+                .remove_through(last_id)
+                .map_err(|error| error.to_string())?;
+            let rest = spill.oldest(10).map_err(|error| error.to_string())?;
+            assert_eq!(rest.len(), 1);
+            assert_eq!(rest[0].1, records[2]);
+            Ok::<_, String>(())
+        });
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        assert_eq!(result.ok(), Some(Ok(())));
+    }
+}
