@@ -3,7 +3,7 @@
 //!
 //! It implements the ports router-core defines (`Limiter`, `UsageSink`,
 //! `UsageStore`, `TokenCounter`). It is the only crate that names `governor`
-//! (its clocks) and `rusqlite`. It knows nothing of HTTP.
+//! (its clocks), `rusqlite` and `tokio-postgres`. It knows nothing of HTTP.
 
 pub mod limiter;
 pub mod store;
@@ -13,7 +13,9 @@ pub use limiter::{
     Clock, ManualClock, MemoryLimiter, RedisHealthBoard, RedisLimiter, RedisLimiterError,
     SystemClock,
 };
-pub use store::{SqliteStore, StoreError};
+pub use store::{
+    PostgresOptions, PostgresStore, PostgresStoreError, PostgresStoreStats, SqliteStore, StoreError,
+};
 pub use tokens::TiktokenCounter;
 
 use std::fmt;

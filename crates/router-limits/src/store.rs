@@ -18,7 +18,7 @@
 //! WAL lets run beside the writer. They see what is committed: the ledger
 //! lags the requests by at most `flush_interval`.
 //!
-//! # Schema (version 1, in `PRAGMA user_version`)
+//! # Schema (version 2, in `PRAGMA user_version`)
 //!
 //! - `usage`: one row per request: `id INTEGER PRIMARY KEY`, `time` (RFC 3339
 //!   UTC, nine fraction digits, so text order is time order), `day`
@@ -31,10 +31,16 @@
 //!   as the `i64` with the same bits. No column holds a secret.
 //! - `counters`: `("limit", period)` primary key, `value`: the persisted day
 //!   and month counters (see [`CounterRow`]).
+//!
+//! Version 2 adds `ledger_spill`: the `usage` columns plus an `AUTOINCREMENT`
+//! id, where the shared ledger ([`postgres`]) keeps rows during a PostgreSQL
+//! outage until they are replayed. Empty unless `limits.ledger_url` is set.
 
 mod codec;
+pub mod postgres;
 mod query;
 mod schema;
+mod spill;
 mod writer;
 
 use std::fmt;
@@ -54,6 +60,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 
 pub use codec::{day_period, month_period};
+pub use postgres::{PostgresOptions, PostgresStore, PostgresStoreError, PostgresStoreStats};
 pub use schema::SCHEMA_VERSION;
 pub use writer::BATCH_ROWS;
 

@@ -118,7 +118,13 @@ fn creates_the_folder_the_schema_and_wal() {
     tables.sort();
     assert_eq!(
         tables,
-        ["counters", "usage", "usage_key_time", "usage_time"]
+        [
+            "counters",
+            "ledger_spill",
+            "usage",
+            "usage_key_time",
+            "usage_time"
+        ]
     );
     let columns: Vec<String> = connection
         .prepare("SELECT name FROM pragma_table_info('usage') ORDER BY cid")

@@ -108,12 +108,9 @@ pub(crate) fn records(
     until: OffsetDateTime,
 ) -> Result<Vec<UsageRecord>, StoreError> {
     let mut statement = connection
-        .prepare(
-            "SELECT time, request_id, key_id, key_name, model, entry_index, entry_id, \
-             provider_key_index, prompt_tokens, completion_tokens, cached_tokens, \
-             reasoning_tokens, cost_usd, outcome, error, latency_ms, upstream_latency_ms, \
-             refused_by, source, stream FROM usage WHERE time >= ?1 AND time < ?2 ORDER BY id",
-        )
+        .prepare(&format!(
+            "SELECT {RECORD_COLUMNS} FROM usage WHERE time >= ?1 AND time < ?2 ORDER BY id"
+        ))
         .map_err(read_error)?;
     let mut rows = statement
         .query(params![codec::time_text(since), codec::time_text(until)])
@@ -125,7 +122,15 @@ pub(crate) fn records(
     Ok(answer)
 }
 
-fn record(row: &Row<'_>) -> Result<UsageRecord, StoreError> {
+/// The columns [`record`] reads, in its order (in `usage` and in the shared
+/// ledger's `ledger_spill`).
+pub(crate) const RECORD_COLUMNS: &str = "time, request_id, key_id, key_name, model, \
+     entry_index, entry_id, provider_key_index, prompt_tokens, completion_tokens, cached_tokens, \
+     reasoning_tokens, cost_usd, outcome, error, latency_ms, upstream_latency_ms, refused_by, \
+     source, stream";
+
+/// Reads a record from a row that starts with [`RECORD_COLUMNS`].
+pub(crate) fn record(row: &Row<'_>) -> Result<UsageRecord, StoreError> {
     let text = |index: usize| row.get::<_, String>(index).map_err(read_error);
     let optional_text = |index: usize| row.get::<_, Option<String>>(index).map_err(read_error);
     let integer = |index: usize| row.get::<_, i64>(index).map_err(read_error);

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::StoreError;
 
@@ -53,6 +53,36 @@ const MIGRATIONS: &[&str] = &[
         value   INTEGER NOT NULL,
         PRIMARY KEY ("limit", period)
     ) WITHOUT ROWID;
+    "#,
+    // Version 2. Rows the shared ledger (PostgreSQL) could not take during
+    // an outage, in the `usage` columns, until they are replayed. A queue:
+    // AUTOINCREMENT so that an id is never reused while a replay that read
+    // it may still delete it.
+    r#"
+    CREATE TABLE IF NOT EXISTS ledger_spill (
+        id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+        time                TEXT    NOT NULL,
+        day                 TEXT    NOT NULL,
+        request_id          TEXT    NOT NULL,
+        key_id              INTEGER NOT NULL,
+        key_name            TEXT    NOT NULL,
+        model               TEXT    NOT NULL,
+        entry_index         INTEGER,
+        entry_id            INTEGER,
+        provider_key_index  INTEGER,
+        prompt_tokens       INTEGER NOT NULL,
+        completion_tokens   INTEGER NOT NULL,
+        cached_tokens       INTEGER NOT NULL,
+        reasoning_tokens    INTEGER NOT NULL,
+        cost_usd            REAL    NOT NULL,
+        outcome             TEXT    NOT NULL,
+        error               TEXT,
+        latency_ms          REAL    NOT NULL,
+        upstream_latency_ms REAL,
+        refused_by          TEXT,
+        source              TEXT    NOT NULL,
+        stream              INTEGER NOT NULL
+    );
     "#,
 ];
 
@@ -117,30 +147,38 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
         path: path.to_owned(),
         source,
     };
-    let found: i64 = connection
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(migrate_error)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            path: path.to_owned(),
-            found,
-            known: SCHEMA_VERSION,
-        });
-    }
-    for (version, migration) in (1..)
-        .zip(MIGRATIONS)
-        .skip(usize::try_from(found).unwrap_or(0))
-    {
+    // Two connections may open one file at once (the ledger's writer and
+    // the shared ledger's spill): each step takes the write lock first
+    // (IMMEDIATE) and reads the version under it, so the second one waits
+    // and then finds the step done instead of running it twice.
+    loop {
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(migrate_error)?;
+        let found: i64 = transaction
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(migrate_error)?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_owned(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        let Some(migration) = usize::try_from(found)
+            .ok()
+            .and_then(|found| MIGRATIONS.get(found))
+        else {
+            return Ok(());
+        };
         // Each step commits with its version number, so a crash between
         // steps resumes at the right one.
-        let transaction = connection.transaction().map_err(migrate_error)?;
         transaction
             .execute_batch(migration)
             .map_err(migrate_error)?;
         transaction
-            .pragma_update(None, "user_version", version)
+            .pragma_update(None, "user_version", found + 1)
             .map_err(migrate_error)?;
         transaction.commit().map_err(migrate_error)?;
     }
-    Ok(())
 }

@@ -60,11 +60,63 @@ impl Reply {
     }
 }
 
-const INSERT_USAGE: &str = "INSERT INTO usage (time, day, request_id, key_id, key_name, model, \
-     entry_index, entry_id, provider_key_index, prompt_tokens, completion_tokens, cached_tokens, \
-     reasoning_tokens, cost_usd, outcome, error, latency_ms, upstream_latency_ms, refused_by, \
-     source, stream) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-     ?16, ?17, ?18, ?19, ?20, ?21)";
+/// The columns of a usage row, in the order [`insert_record`] binds them:
+/// the `usage` table and the shared ledger's `ledger_spill` share them.
+macro_rules! usage_columns {
+    () => {
+        "time, day, request_id, key_id, key_name, model, entry_index, entry_id, \
+         provider_key_index, prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, \
+         cost_usd, outcome, error, latency_ms, upstream_latency_ms, refused_by, source, stream"
+    };
+}
+
+const INSERT_USAGE: &str = concat!(
+    "INSERT INTO usage (",
+    usage_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+     ?18, ?19, ?20, ?21)"
+);
+
+/// [`INSERT_USAGE`] into the shared ledger's spill (see `store::spill`).
+pub(crate) const INSERT_SPILL: &str = concat!(
+    "INSERT INTO ledger_spill (",
+    usage_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+     ?18, ?19, ?20, ?21)"
+);
+
+/// Runs an insert of [`usage_columns`] (`INSERT_USAGE` or `INSERT_SPILL`)
+/// for one record.
+pub(crate) fn insert_record(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    record: &UsageRecord,
+) -> Result<(), rusqlite::Error> {
+    let time = codec::time_text(record.time);
+    insert.execute(params![
+        time,
+        codec::day_of_time_text(&time),
+        record.request_id,
+        codec::id_to_sql(record.key_id),
+        record.key_name,
+        record.model,
+        codec::index_to_sql(record.entry_index),
+        record.entry_id.map(codec::id_to_sql),
+        codec::index_to_sql(record.provider_key_index),
+        codec::count_to_sql(record.tokens.prompt),
+        codec::count_to_sql(record.tokens.completion),
+        codec::count_to_sql(record.tokens.cached),
+        codec::count_to_sql(record.tokens.reasoning),
+        cost_to_sql(record),
+        codec::outcome_text(record.outcome),
+        record.error,
+        codec::millis(record.latency),
+        record.upstream_latency.map(codec::millis),
+        record.refused_by.map(codec::limit_text),
+        codec::source_text(record.source),
+        record.stream,
+    ])?;
+    Ok(())
+}
 
 const UPSERT_COUNTER: &str = "INSERT INTO counters (\"limit\", period, value) VALUES (?1, ?2, ?3) \
      ON CONFLICT (\"limit\", period) DO UPDATE SET value = excluded.value";
@@ -149,30 +201,7 @@ impl Batch {
         {
             let mut insert = transaction.prepare_cached(INSERT_USAGE)?;
             for record in &self.records {
-                let time = codec::time_text(record.time);
-                insert.execute(params![
-                    time,
-                    codec::day_of_time_text(&time),
-                    record.request_id,
-                    codec::id_to_sql(record.key_id),
-                    record.key_name,
-                    record.model,
-                    codec::index_to_sql(record.entry_index),
-                    record.entry_id.map(codec::id_to_sql),
-                    codec::index_to_sql(record.provider_key_index),
-                    codec::count_to_sql(record.tokens.prompt),
-                    codec::count_to_sql(record.tokens.completion),
-                    codec::count_to_sql(record.tokens.cached),
-                    codec::count_to_sql(record.tokens.reasoning),
-                    cost_to_sql(record),
-                    codec::outcome_text(record.outcome),
-                    record.error,
-                    codec::millis(record.latency),
-                    record.upstream_latency.map(codec::millis),
-                    record.refused_by.map(codec::limit_text),
-                    codec::source_text(record.source),
-                    record.stream,
-                ])?;
+                insert_record(&mut insert, record)?;
             }
             let mut upsert = transaction.prepare_cached(UPSERT_COUNTER)?;
             for ((limit, period), value) in &self.counters {
@@ -186,7 +215,7 @@ impl Batch {
 /// SQLite stores NaN as NULL, which the NOT NULL column would refuse, failing
 /// the whole batch on every retry. A NaN cost is a pricing bug, not a
 /// spend: it is written as 0 and said loudly.
-fn cost_to_sql(record: &UsageRecord) -> f64 {
+pub(crate) fn cost_to_sql(record: &UsageRecord) -> f64 {
     if record.cost_usd.is_nan() {
         tracing::warn!(
             request_id = %record.request_id,
