@@ -18,8 +18,8 @@ use router_core::usage::{FanOut, NoLedger, UsageSink, UsageStore};
 use router_core::{Router, Services};
 use router_http::{HttpConfig, Metrics};
 use router_limits::{
-    CounterSink, MemoryLimiter, NoPersistence, RedisHealthBoard, RedisLimiter, SqliteStore,
-    SystemClock, TiktokenCounter,
+    CounterSink, MemoryLimiter, NoPersistence, PostgresStore, RedisHealthBoard, RedisLimiter,
+    SqliteStore, SystemClock, TiktokenCounter,
 };
 use router_providers::client::HttpClient;
 use router_providers::registry::Registry;
@@ -76,25 +76,43 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let command = cli.command.unwrap_or(Command::Serve);
-    // check-config builds the providers (URLs, clients) but opens no file:
-    // checking a config must not create its database.
-    let services = match command {
-        Command::CheckConfig => None,
-        Command::Serve => match open_services(&config) {
-            Ok(services) => Some(services),
-            Err(error) => {
-                report(&error);
-                return ExitCode::FAILURE;
+    if let Command::CheckConfig = command {
+        // check-config builds the providers (URLs, clients) but opens no
+        // file and connects to nothing: checking a config must not create
+        // its database.
+        return match Router::new(&config, &|entry| {
+            registry.build(entry).map_err(|error| error.to_string())
+        }) {
+            Ok(_) => {
+                say_config_ok(&config);
+                ExitCode::SUCCESS
             }
-        },
+            Err(error) => {
+                report(&format!("{}: {error}", config.source.display()));
+                ExitCode::from(2)
+            }
+        };
+    }
+    let workers = worker_threads();
+    let runtime = match runtime(workers) {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            report(&format!("cannot start the async runtime: {error}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    // The shared stores connect from inside the runtime.
+    let (services, serving) = match runtime.block_on(open_services(&config)) {
+        Ok(services) => services,
+        Err(error) => {
+            report(&error);
+            return ExitCode::FAILURE;
+        }
     };
     let router = match Router::with_services(
         &config,
         &|entry| registry.build(entry).map_err(|error| error.to_string()),
-        services
-            .as_ref()
-            .map(|(services, _)| services.clone())
-            .unwrap_or_default(),
+        services,
     ) {
         Ok(router) => router,
         Err(error) => {
@@ -102,20 +120,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match (command, services) {
-        (Command::Serve, Some((_, serving))) => serve(&config, router, serving),
-        _ => {
-            say_config_ok(&config);
-            ExitCode::SUCCESS
-        }
-    }
+    serve(&config, router, serving, &runtime, workers)
 }
 
 /// Opens the ledger and restores today's counters into the limiter (unless
-/// `limits.ledger: false`), loads the tokenizers the configured models need,
-/// and builds the metrics (unless `server.metrics: false`). The usage fan-out
-/// holds only the sinks that are on.
-fn open_services(config: &Config) -> Result<(Services, Serving), String> {
+/// `limits.ledger: false`), connects the shared stores (`limits.backend:
+/// redis`, `limits.ledger_url`), loads the tokenizers the configured models
+/// need, and builds the metrics (unless `server.metrics: false`). The usage
+/// fan-out holds only the sinks that are on.
+async fn open_services(config: &Config) -> Result<(Services, Serving), String> {
     let store = if config.limits.ledger {
         let store = SqliteStore::from_config(&config.limits).map_err(|error| {
             format!(
@@ -159,6 +172,12 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
         Some((_, board)) => board.clone(),
         None => Arc::new(LocalHealth),
     };
+    // With `ledger_url`, usage rows go to PostgreSQL (which spills into the
+    // SQLite file while it is unreachable); the file keeps the counters.
+    let shared_ledger = match PostgresStore::from_config(&config.limits).await {
+        Ok(store) => store.map(Arc::new),
+        Err(error) => return Err(format!("cannot use limits.ledger_url: {error}")),
+    };
     let counter = TiktokenCounter::new();
     counter.warm_up(config.models.iter().filter(|entry| entry.enabled));
     let metrics = config.server.metrics.then(|| {
@@ -169,8 +188,13 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
     });
     // Each record goes to the ledger and to the metrics, those that are on.
     let mut sinks: Vec<Arc<dyn UsageSink>> = Vec::with_capacity(2);
-    if let Some(store) = &store {
-        sinks.push(store.clone());
+    let ledger: Option<(Arc<dyn UsageSink>, Arc<dyn UsageStore>)> = match (&shared_ledger, &store) {
+        (Some(shared), _) => Some((shared.clone(), shared.clone())),
+        (None, Some(store)) => Some((store.clone(), store.clone())),
+        (None, None) => None,
+    };
+    if let Some((sink, _)) = &ledger {
+        sinks.push(sink.clone());
     }
     if let Some(metrics) = &metrics {
         sinks.push(metrics.clone());
@@ -184,7 +208,7 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
         limiter,
         usage,
         // `None`: `/v1/usage` answers that there is no ledger.
-        store: store.clone().map(|store| -> Arc<dyn UsageStore> { store }),
+        store: ledger.map(|(_, store)| store),
         counter: Arc::new(counter),
         health,
     };
@@ -192,6 +216,7 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
         services,
         Serving {
             store,
+            shared_ledger,
             metrics,
             redis,
         },
@@ -202,6 +227,10 @@ fn open_services(config: &Config) -> Result<(Services, Serving), String> {
 struct Serving {
     /// Flushed at shutdown; `None` with `limits.ledger: false`.
     store: Option<Arc<SqliteStore>>,
+    /// The ledger shared by replicas (`limits.ledger_url`), closed at
+    /// shutdown: what PostgreSQL cannot take then is spilled to `store`'s
+    /// file and replayed at the next start.
+    shared_ledger: Option<Arc<PostgresStore>>,
     /// Served on `/metrics`; `None` with `server.metrics: false`.
     metrics: Option<Arc<Metrics>>,
     /// The shared limiter and key health, connected once the runtime runs.
@@ -275,15 +304,13 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
-    let workers = worker_threads();
-    let runtime = match runtime(workers) {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            report(&format!("cannot start the async runtime: {error}"));
-            return ExitCode::FAILURE;
-        }
-    };
+fn serve(
+    config: &Config,
+    router: Router,
+    serving: Serving,
+    runtime: &tokio::runtime::Runtime,
+    workers: usize,
+) -> ExitCode {
     runtime.block_on(async move {
         let router = Arc::new(router);
         if let Some((limiter, board)) = &serving.redis {
@@ -325,10 +352,19 @@ fn serve(config: &Config, router: Router, serving: Serving) -> ExitCode {
         .await;
         // Every connection is closed by now, so every request has handed its
         // record over; write them all before exiting.
-        let flushed = match &serving.store {
-            Some(store) => store.flush().await,
-            None => Ok(()),
-        };
+        let mut flushed = Ok(());
+        if let Some(shared) = &serving.shared_ledger {
+            // Rows PostgreSQL cannot take now are spilled to the SQLite file:
+            // only a failure to do even that loses them.
+            if let Err(error) = shared.close().await {
+                flushed = Err(error.to_string());
+            }
+        }
+        if let Some(store) = &serving.store {
+            if let Err(error) = store.flush().await {
+                flushed = Err(error.to_string());
+            }
+        }
         if !outcome.drained {
             // Requests outliving the timeout is the timeout doing its job:
             // they were told (an error event or a 503) and their usage is

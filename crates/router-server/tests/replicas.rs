@@ -1,7 +1,8 @@
-//! Several replicas of the real binary sharing one real redis-server: one
-//! limit, not one per replica, and one view of each provider key's health.
-//! Redis is started by the engines harness (never mocked); a missing
-//! `redis-server` fails the test with the package to install.
+//! Several replicas of the real binary sharing one real redis-server and one
+//! real PostgreSQL: one limit, not one per replica, one view of each
+//! provider key's health, and one ledger. Both engines are started by the
+//! engines harness (never mocked); a missing one fails the test with the
+//! package to install.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../router-limits/tests/engines/mod.rs"]
@@ -13,20 +14,28 @@ mod upstream;
 
 use std::time::{Duration, Instant};
 
-use engines::RedisServer;
+use engines::{PostgresServer, RedisServer};
 use process::{call, fresh_database, RouterProcess};
 use serde_json::{json, Value};
 use upstream::{Reply, Upstream};
 
 const KEY: &str = "sk-replicas-client";
 
-/// One replica's config: its own SQLite file, the shared Redis.
+/// Where each replica's own SQLite file goes in a config (see [`replica`]).
+const DATABASE: &str = "@DATABASE@";
+
+/// The replicas' config: the shared Redis; [`replica`] gives each its own
+/// SQLite file.
 fn config(redis: &RedisServer, redis_extra: &str, key_limits: &str, models: &str) -> String {
     format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\nlimits:\n  database: {}\n  flush_interval: 20ms\n  backend: redis\n  redis:\n    url: {}\n    key_prefix: \"test:\"\n    command_timeout: 200ms\n{redis_extra}models:\n{models}api_keys:\n  - id: 1\n    key: {KEY}\n    name: client\n    is_active: true\n{key_limits}",
-        fresh_database("replicas").display(),
+        "server:\n  host: 127.0.0.1\n  port: 0\nlimits:\n  database: {DATABASE}\n  flush_interval: 20ms\n  backend: redis\n  redis:\n    url: {}\n    key_prefix: \"test:\"\n    command_timeout: 200ms\n{redis_extra}models:\n{models}api_keys:\n  - id: 1\n    key: {KEY}\n    name: client\n    is_active: true\n{key_limits}",
         redis.url(),
     )
+}
+
+/// One replica's config: `text` with a SQLite file of its own.
+fn replica(text: &str) -> String {
+    text.replace(DATABASE, &fresh_database("replicas").display().to_string())
 }
 
 fn mock_model() -> String {
@@ -62,7 +71,9 @@ fn exact_completion() -> String {
 }
 
 fn replicas(count: usize, text: &str) -> Vec<RouterProcess> {
-    (0..count).map(|_| RouterProcess::start(text)).collect()
+    (0..count)
+        .map(|_| RouterProcess::start(&replica(text)))
+        .collect()
 }
 
 /// Fires `count` requests at once, spread round robin over `replicas`;
@@ -268,7 +279,7 @@ async fn a_key_rate_limited_on_one_replica_rests_on_the_others() {
     assert_eq!(sent_with(&upstream, "Bearer pk-a"), 1);
     assert_eq!(sent_with(&upstream, "Bearer pk-b"), 9);
     // A replica started later reads the rest from Redis.
-    let late = RouterProcess::start(&text);
+    let late = RouterProcess::start(&replica(&text));
     succeed(&late, 2).await;
     assert_eq!(sent_with(&upstream, "Bearer pk-a"), 1);
 }
@@ -406,4 +417,112 @@ async fn redis_down_under_fail_closed_refuses_with_503_at_once() {
     redis.start_again();
     wait_until_shared(&routers).await;
     assert_eq!(timed(&routers, 1, Duration::from_secs(1)).await, 1);
+}
+
+/// A replica's config with the shared ledger too.
+fn ledger_config(redis: &RedisServer, postgres: &PostgresServer, key_limits: &str) -> String {
+    let mut text = config(redis, "", key_limits, &mock_model());
+    text = text.replace(
+        "  backend: redis\n",
+        &format!("  backend: redis\n  ledger_url: {}\n", postgres.url()),
+    );
+    text
+}
+
+/// `(rows, distinct request ids)` in the shared ledger.
+fn ledger_rows(postgres: &PostgresServer) -> (u64, u64) {
+    let answer = postgres.psql(
+        "router",
+        "SELECT COUNT(*) || ' ' || COUNT(DISTINCT request_id) FROM usage",
+    );
+    let (rows, distinct) = answer.split_once(' ').unwrap();
+    (rows.parse().unwrap(), distinct.parse().unwrap())
+}
+
+/// Waits until the shared ledger holds `expected` rows (it lags the
+/// requests by a flush interval), then checks that it stays there.
+async fn wait_for_rows(postgres: &PostgresServer, expected: u64) {
+    let started = Instant::now();
+    loop {
+        let (rows, distinct) = ledger_rows(postgres);
+        assert!(
+            rows <= expected,
+            "{rows} rows, more than the {expected} requests"
+        );
+        assert_eq!(rows, distinct, "a request was recorded twice");
+        if rows == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the ledger holds {rows} of {expected} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(ledger_rows(postgres), (expected, expected));
+}
+
+/// `/v1/usage` as one replica answers it, without the fields that depend on
+/// the moment of asking.
+async fn usage(router: &RouterProcess) -> Value {
+    let answer = call("GET", &router.url("/v1/usage"), Some(KEY), "").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let mut report = answer.json();
+    let object = report.as_object_mut().unwrap();
+    object.remove("until");
+    for limit in object["limits"].as_array_mut().unwrap() {
+        limit.as_object_mut().unwrap().remove("reset_seconds");
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_write_one_ledger_and_report_the_same_usage() {
+    let redis = RedisServer::start();
+    let postgres = PostgresServer::start();
+    // A day quota: what remains of it does not change while replicas answer.
+    let routers = replicas(3, &ledger_config(&redis, &postgres, "    rpd: 40\n"));
+    let answers = burst(&routers, 90, &chat("mock", 16)).await;
+    assert_eq!(admitted(&answers), 40);
+    // Refused requests are in the books too.
+    wait_for_rows(&postgres, 90).await;
+    let first = usage(&routers[0]).await;
+    assert_eq!(first["today"]["requests"], 90, "{first}");
+    for router in &routers[1..] {
+        assert_eq!(usage(router).await, first);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_stopped_mid_run_loses_no_row_and_records_none_twice() {
+    let redis = RedisServer::start();
+    let mut postgres = PostgresServer::start();
+    let text = ledger_config(&redis, &postgres, "");
+    let mut routers = replicas(2, &text);
+    let stopped_text = replica(&text);
+    routers.push(RouterProcess::start(&stopped_text));
+    assert_eq!(admitted(&burst(&routers, 30, &chat("mock", 16)).await), 30);
+    wait_for_rows(&postgres, 30).await;
+
+    postgres.stop();
+    // Requests go on while the ledger is away; their rows wait.
+    let started = Instant::now();
+    assert_eq!(admitted(&burst(&routers, 30, &chat("mock", 16)).await), 30);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // A replica stopped meanwhile spills what it holds to its SQLite file...
+    let mut stopped = routers.pop().unwrap();
+    stopped.terminate();
+    assert_eq!(
+        stopped.wait(Duration::from_secs(30)).unwrap().code(),
+        Some(0),
+        "{}",
+        stopped.logs()
+    );
+
+    postgres.start_again();
+    // ...which a replica started on the same file replays.
+    routers.push(RouterProcess::start(&stopped_text));
+    assert_eq!(admitted(&burst(&routers, 30, &chat("mock", 16)).await), 30);
+    wait_for_rows(&postgres, 90).await;
 }

@@ -314,6 +314,7 @@ fn validate_limits(raw: RawLimits, cx: &mut Ctx<'_>) -> LimitsConfig {
         }
         Field::Absent | Field::Invalid => defaults.database,
     };
+    let ledger = raw.ledger.set().unwrap_or(defaults.ledger);
     LimitsConfig {
         default_output_tokens: at_least_one(
             raw.default_output_tokens,
@@ -329,9 +330,17 @@ fn validate_limits(raw: RawLimits, cx: &mut Ctx<'_>) -> LimitsConfig {
             cx,
         ),
         // Unlike the seed's booleans, an absent switch keeps its feature on.
-        ledger: raw.ledger.set().unwrap_or(defaults.ledger),
+        ledger,
         backend: validate_backend(raw.backend, raw.redis, cx),
         ledger_url: match raw.ledger_url {
+            Field::Set(_) if !ledger => {
+                cx.error(
+                    "limits.ledger_url",
+                    "cannot be used with `limits.ledger: false`, which records no usage: \
+                     remove one of the two",
+                );
+                None
+            }
             Field::Set(url) => service_url(
                 url,
                 "limits.ledger_url",
@@ -1721,6 +1730,13 @@ mod tests {
                 "7: limits.redis.command_timeout: must be greater than zero",
                 "8: limits.ledger_url: must be a `postgres://` or `postgresql://` URL with \
                  a host, such as `postgres://user:password@127.0.0.1:5432/router`",
+            ],
+        );
+        check(
+            "limits:\n  ledger: false\n  ledger_url: postgres://u:hunter2@h/db\n",
+            &[
+                "3: limits.ledger_url: cannot be used with `limits.ledger: false`, which \
+               records no usage: remove one of the two",
             ],
         );
         check(
