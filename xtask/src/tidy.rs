@@ -90,6 +90,16 @@ const FORBIDDEN_REACH: &[ForbiddenReach] = &[
         why: "a third-party provider is a crate that depends on router-core alone",
     },
     ForbiddenReach {
+        krate: "example-ollama-provider",
+        forbidden: &[
+            "router-limits",
+            "router-providers",
+            "router-http",
+            "router-server",
+        ],
+        why: "a third-party provider is a crate that depends on router-core alone",
+    },
+    ForbiddenReach {
         krate: "example-embedded",
         forbidden: &["router-http", "router-server"],
         why: "the embedding example shows the engine used as a library, without the HTTP server",
