@@ -10,7 +10,7 @@ mod upstream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use process::{call, fresh_database, next_frame, send, RouterProcess};
+use process::{burst, call, fresh_database, next_frame, send, upstream_model, RouterProcess};
 use router_core::usage::{Outcome, UsageSource};
 use router_limits::store::SqliteStore;
 use serde_json::{json, Value};
@@ -36,17 +36,6 @@ fn mock_model(extra: &str) -> String {
     format!("  - name: mock\n    provider: mock\n    enabled: true\n    visible: true\n{extra}")
 }
 
-fn upstream_model(base_url: &str, keys: &[&str], extra: &str) -> String {
-    let keys = keys
-        .iter()
-        .map(|k| format!("\"{k}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "  - name: up\n    base_url: {base_url}\n    is_openai_compatibility: true\n    provider_api_key: [{keys}]\n    enabled: true\n    input_price_per_token: 0.001\n    output_price_per_token: 0.002\n{extra}"
-    )
-}
-
 fn chat(model: &str, stream: bool, max_tokens: u64) -> String {
     json!({"model": model, "stream": stream, "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": "hi"}]})
@@ -58,31 +47,6 @@ fn completion(prompt: u64, completion: u64) -> String {
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}})
     .to_string()
-}
-
-/// Fires `count` requests at once; returns their statuses and bodies.
-async fn burst(
-    router: &RouterProcess,
-    count: usize,
-    body: &str,
-) -> Vec<(u16, Value, http::HeaderMap)> {
-    let url = router.url("/v1/chat/completions");
-    let tasks: Vec<_> = (0..count)
-        .map(|_| {
-            let url = url.clone();
-            let body = body.to_owned();
-            tokio::spawn(async move {
-                let answer = call("POST", &url, Some(KEY), &body).await;
-                let value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-                (answer.status.as_u16(), value, answer.headers)
-            })
-        })
-        .collect();
-    let mut out = Vec::new();
-    for task in tasks {
-        out.push(task.await.unwrap());
-    }
-    out
 }
 
 /// The rows the ledger holds, read from the file once the server wrote them.
@@ -104,7 +68,13 @@ async fn ledger_rows(database: &Path, expected: usize) -> Vec<router_core::usage
 async fn rpm_50_admits_exactly_50_of_200_concurrent_requests() {
     let db = database();
     let router = RouterProcess::start(&config(&db, "    rpm: 50\n", &mock_model("")));
-    let answers = burst(&router, 200, &chat("mock", false, 16)).await;
+    let answers = burst(
+        &[router.url("/v1/chat/completions")],
+        KEY,
+        200,
+        &chat("mock", false, 16),
+    )
+    .await;
     let ok = answers.iter().filter(|(status, ..)| *status == 200).count();
     assert_eq!(ok, 50);
     for (status, body, headers) in answers.iter().filter(|(status, ..)| *status != 200) {
@@ -145,7 +115,13 @@ async fn tpm_admits_exactly_the_requests_whose_reservations_fit() {
         &upstream_model(&upstream.url("/v1"), &[], ""),
     ));
     // "user" and "hi": a token each, + 6 of framing, + 92 reserved for output = 100.
-    let answers = burst(&router, 40, &chat("up", false, 92)).await;
+    let answers = burst(
+        &[router.url("/v1/chat/completions")],
+        KEY,
+        40,
+        &chat("up", false, 92),
+    )
+    .await;
     assert_eq!(answers.iter().filter(|(s, ..)| *s == 200).count(), 10);
     assert_eq!(upstream.requests().len(), 10);
     let refused = answers.iter().find(|(s, ..)| *s == 429).unwrap();

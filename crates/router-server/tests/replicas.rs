@@ -15,7 +15,7 @@ mod upstream;
 use std::time::{Duration, Instant};
 
 use engines::{PostgresServer, RedisServer};
-use process::{call, fresh_database, RouterProcess};
+use process::{call, fresh_database, upstream_model, RouterProcess};
 use serde_json::{json, Value};
 use upstream::{Reply, Upstream};
 
@@ -42,17 +42,6 @@ fn mock_model() -> String {
     "  - name: mock\n    provider: mock\n    enabled: true\n    visible: true\n".to_owned()
 }
 
-fn upstream_model(base_url: &str, keys: &[&str], extra: &str) -> String {
-    let keys = keys
-        .iter()
-        .map(|k| format!("\"{k}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "  - name: up\n    base_url: {base_url}\n    is_openai_compatibility: true\n    provider_api_key: [{keys}]\n    enabled: true\n    input_price_per_token: 0.001\n    output_price_per_token: 0.002\n{extra}"
-    )
-}
-
 fn chat(model: &str, max_tokens: u64) -> String {
     json!({"model": model, "max_tokens": max_tokens,
         "messages": [{"role": "user", "content": "hi"}]})
@@ -76,29 +65,17 @@ fn replicas(count: usize, text: &str) -> Vec<RouterProcess> {
         .collect()
 }
 
-/// Fires `count` requests at once, spread round robin over `replicas`;
-/// returns each one's status, body and headers.
+/// Fires `count` requests at once, spread round robin over `replicas`.
 async fn burst(
     replicas: &[RouterProcess],
     count: usize,
     body: &str,
 ) -> Vec<(u16, Value, http::HeaderMap)> {
-    let tasks: Vec<_> = (0..count)
-        .map(|index| {
-            let url = replicas[index % replicas.len()].url("/v1/chat/completions");
-            let body = body.to_owned();
-            tokio::spawn(async move {
-                let answer = call("POST", &url, Some(KEY), &body).await;
-                let value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-                (answer.status.as_u16(), value, answer.headers)
-            })
-        })
+    let urls: Vec<String> = replicas
+        .iter()
+        .map(|router| router.url("/v1/chat/completions"))
         .collect();
-    let mut out = Vec::new();
-    for task in tasks {
-        out.push(task.await.unwrap());
-    }
-    out
+    process::burst(&urls, KEY, count, body).await
 }
 
 fn admitted(answers: &[(u16, Value, http::HeaderMap)]) -> usize {

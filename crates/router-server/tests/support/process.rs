@@ -238,3 +238,45 @@ pub async fn next_frame(body: &mut Incoming, limit: Duration) -> Option<Bytes> {
         }
     }
 }
+
+/// A model `up` on an OpenAI-compatible upstream at `base_url` with these
+/// provider keys, priced 0.001 per prompt token and 0.002 per completion
+/// token; `extra` adds fields (limits) to the entry.
+pub fn upstream_model(base_url: &str, keys: &[&str], extra: &str) -> String {
+    let keys = keys
+        .iter()
+        .map(|k| format!("\"{k}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "  - name: up\n    base_url: {base_url}\n    is_openai_compatibility: true\n    provider_api_key: [{keys}]\n    enabled: true\n    input_price_per_token: 0.001\n    output_price_per_token: 0.002\n{extra}"
+    )
+}
+
+/// Fires `count` chat requests with `key` at once, spread round robin over
+/// the routers at `urls`; returns each one's status, JSON body (`Null` when
+/// it is not JSON) and headers, in the order they were sent.
+pub async fn burst(
+    urls: &[String],
+    key: &str,
+    count: usize,
+    body: &str,
+) -> Vec<(u16, serde_json::Value, HeaderMap)> {
+    let tasks: Vec<_> = (0..count)
+        .map(|index| {
+            let url = urls[index % urls.len()].clone();
+            let key = key.to_owned();
+            let body = body.to_owned();
+            tokio::spawn(async move {
+                let answer = call("POST", &url, Some(&key), &body).await;
+                let value = serde_json::from_slice(&answer.body).unwrap_or(serde_json::Value::Null);
+                (answer.status.as_u16(), value, answer.headers)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
