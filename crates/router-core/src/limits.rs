@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{ClientKeyConfig, ModelEntry};
+use crate::config::{ClientKeyConfig, Config, ModelEntry};
 
 /// Who a limit applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -364,6 +364,15 @@ pub trait Limiter: Send + Sync + fmt::Debug {
     fn shared_stats(&self) -> Option<SharedLimitsStats> {
         None
     }
+
+    /// The limiter for a reloaded `config`, carrying this one's state over
+    /// to the limits that still exist (see the implementations for what
+    /// "the same limit" means). `None`: this limiter cannot take a new
+    /// config, so a reload keeps it, and the limits it enforces, until the
+    /// router restarts.
+    fn reconfigured(&self, _config: &Config) -> Option<std::sync::Arc<dyn Limiter>> {
+        None
+    }
 }
 
 /// How a shared limiter is doing, for `/metrics` and tests.
@@ -392,6 +401,10 @@ impl Limiter for NoLimits {
 
     async fn key_headroom(&self, _key: &ClientKeyConfig) -> Vec<Headroom> {
         Vec::new()
+    }
+
+    fn reconfigured(&self, _config: &Config) -> Option<std::sync::Arc<dyn Limiter>> {
+        Some(std::sync::Arc::new(NoLimits))
     }
 }
 

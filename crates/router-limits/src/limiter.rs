@@ -72,6 +72,9 @@ pub struct MemoryLimiter {
     key_sets: Box<[Option<Arc<LimitSet>>]>,
     /// By `ModelEntry::index`.
     model_sets: Box<[EntrySets]>,
+    /// Kept for [`MemoryLimiter::reconfigured`], which builds sets with them.
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn CounterSink>,
 }
 
 /// The sets of one model entry by provider key index (one set for an entry
@@ -101,13 +104,22 @@ impl MemoryLimiter {
             .iter()
             .map(|row| ((&*row.limit, &*row.period), row.value))
             .collect();
-        let build = |specs: Vec<LimitSpec>| {
-            LimitSet::build(specs, &clock, &sink, utc, &restored).map(Arc::new)
-        };
+        let (set_clock, set_sink) = (Arc::clone(&clock), Arc::clone(&sink));
+        Self::build(config, clock, sink, |owner, specs| {
+            LimitSet::build(owner, specs, None, &set_clock, &set_sink, utc, &restored).map(Arc::new)
+        })
+    }
+
+    fn build(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn CounterSink>,
+        mut set_for: impl FnMut(String, Vec<LimitSpec>) -> Option<Arc<LimitSet>>,
+    ) -> Self {
         let key_sets = config
             .api_keys
             .iter()
-            .map(|key| build(key_specs(key)))
+            .map(|key| set_for(key_set_owner(key), key_specs(key)))
             .collect();
         let model_sets = config
             .models
@@ -115,14 +127,65 @@ impl MemoryLimiter {
             .map(|entry| {
                 provider_key_ids(entry)
                     .into_iter()
-                    .map(|provider_key| build(model_specs(entry, &provider_key)))
+                    .map(|provider_key| {
+                        set_for(
+                            model_set_owner(entry, &provider_key),
+                            model_specs(entry, &provider_key),
+                        )
+                    })
                     .collect()
             })
             .collect();
         Self {
             key_sets,
             model_sets,
+            clock,
+            sink,
         }
+    }
+
+    /// The limiter of `config` (a reloaded config), carrying this one's
+    /// state over to every limit that still exists: a client key (found by
+    /// its secret's fingerprint) or a provider key of an entry (by the
+    /// entry's `id`, else its name and position, and the key's fingerprint)
+    /// whose limits are all unchanged keeps its very set, in-flight
+    /// reservations included; one whose limits changed gets a new set in
+    /// which each limit that kept its name (`key rpm`, `model tpd`) keeps
+    /// its counter and takes its new value from the next admission. New
+    /// keys and entries start empty; removed ones are forgotten. Permits
+    /// of this limiter settle against the sets they were taken from.
+    pub fn reconfigured(&self, config: &Config) -> Self {
+        let previous: HashMap<&str, &Arc<LimitSet>> = self
+            .key_sets
+            .iter()
+            .chain(self.model_sets.iter().flat_map(|sets| sets.iter()))
+            .flatten()
+            .map(|set| (&*set.owner, set))
+            .collect();
+        let utc = self.clock.utc_now();
+        let restored = HashMap::new();
+        let (clock, sink) = (Arc::clone(&self.clock), Arc::clone(&self.sink));
+        Self::build(
+            config,
+            Arc::clone(&clock),
+            Arc::clone(&sink),
+            |owner, specs| {
+                let before = previous.get(owner.as_str()).copied();
+                match before {
+                    Some(set) if set.has_specs(&specs) => Some(Arc::clone(set)),
+                    _ => LimitSet::build(
+                        owner,
+                        specs,
+                        before.map(|set| &**set),
+                        &clock,
+                        &sink,
+                        utc,
+                        &restored,
+                    )
+                    .map(Arc::new),
+                }
+            },
+        )
     }
 
     fn key_set(&self, key: &ClientKeyConfig) -> Option<&Arc<LimitSet>> {
@@ -149,6 +212,10 @@ impl Limiter for MemoryLimiter {
 
     async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
         self.headroom(key)
+    }
+
+    fn reconfigured(&self, config: &Config) -> Option<Arc<dyn Limiter>> {
+        Some(Arc::new(MemoryLimiter::reconfigured(self, config)))
     }
 }
 
@@ -533,6 +600,9 @@ impl LimitSpec {
 /// cache lines (adjacent-line prefetching pairs 64-byte lines).
 #[repr(align(128))]
 struct LimitSet {
+    /// Who the limits belong to, stable across config reloads:
+    /// `key:{fingerprint}` or `model:{entry}:{provider key}`.
+    owner: Box<str>,
     /// Settled limits (tokens, budget) first, then requests.
     specs: Box<[LimitSpec]>,
     /// The counters of `specs`, position for position, behind the one lock
@@ -549,8 +619,13 @@ struct LimitSet {
 }
 
 impl LimitSet {
+    /// The set of `specs`; each limit's counter is taken over from
+    /// `previous` (the same owner's set before a reload) when it has a
+    /// limit of that name, else starts from `restored` or empty.
     fn build(
+        owner: String,
         mut specs: Vec<LimitSpec>,
+        previous: Option<&LimitSet>,
         clock: &Arc<dyn Clock>,
         sink: &Arc<dyn CounterSink>,
         utc: OffsetDateTime,
@@ -562,11 +637,19 @@ impl LimitSet {
         debug_assert!(specs.len() <= MAX_LIMITS_PER_SET);
         // Stable: within a measure, the config's order stays.
         specs.sort_by_key(|spec| spec.name.measure == Measure::Requests);
+        let kept = previous.map(|set| (set, set.lock().clone()));
         let counters = specs
             .iter()
-            .map(|spec| PaddedCounter(spec.initial_counter(utc, restored)))
+            .map(|spec| {
+                let carried = kept.as_ref().and_then(|(set, counters)| {
+                    let position = set.specs.iter().position(|old| old.name == spec.name)?;
+                    Some(counters[position].0.clone())
+                });
+                PaddedCounter(carried.unwrap_or_else(|| spec.initial_counter(utc, restored)))
+            })
             .collect();
         Some(Self {
+            owner: owner.into_boxed_str(),
             has_calendar: specs
                 .iter()
                 .any(|spec| matches!(spec.rule, Rule::Calendar { .. })),
@@ -575,6 +658,19 @@ impl LimitSet {
             clock: Arc::clone(clock),
             sink: Arc::clone(sink),
         })
+    }
+
+    /// Whether the set holds exactly these limits (as built: sorted).
+    fn has_specs(&self, specs: &[LimitSpec]) -> bool {
+        let mut wanted: Vec<(LimitName, u64)> =
+            specs.iter().map(|spec| (spec.name, spec.limit())).collect();
+        wanted.sort_by_key(|(name, _)| name.measure == Measure::Requests);
+        self.specs.len() == wanted.len()
+            && self
+                .specs
+                .iter()
+                .zip(&wanted)
+                .all(|(spec, (name, limit))| spec.name == *name && spec.limit() == *limit)
     }
 
     fn lock(&self) -> MutexGuard<'_, Box<[PaddedCounter]>> {
@@ -812,6 +908,16 @@ fn calendar(
             id: id.into(),
         },
     }
+}
+
+/// The owner of a client key's set (see `LimitSet::owner`).
+fn key_set_owner(key: &ClientKeyConfig) -> String {
+    format!("key:{}", fingerprint(key.key.expose()))
+}
+
+/// The owner of a provider key's set (see `LimitSet::owner`).
+fn model_set_owner(entry: &ModelEntry, provider_key: &str) -> String {
+    format!("model:{}:{provider_key}", redis::entry_owner(entry))
 }
 
 fn key_specs(key: &ClientKeyConfig) -> Vec<LimitSpec> {

@@ -694,3 +694,63 @@ fn limits_come_back_as_time_passes() {
     assert_eq!(f.remaining(Measure::Tokens, Window::Minute), 600);
     assert_eq!(f.remaining(Measure::Requests, Window::Minute), 60);
 }
+
+/// Reloads `fixture` with `yaml`: the limiter carries its state over.
+fn reload(fixture: Fixture, yaml: &str) -> Fixture {
+    let config = config::parse(Path::new("limits.yaml"), yaml, &|_| None).unwrap();
+    let limiter = fixture.limiter.reconfigured(&config);
+    Fixture {
+        config,
+        limiter,
+        ..fixture
+    }
+}
+
+#[test]
+fn a_reload_keeps_the_state_of_every_limit_that_still_exists() {
+    let fixture = fixture(&key_config("rpm: 2\nrpd: 5\n"));
+    fixture.admit(1).unwrap();
+    fixture.admit(1).unwrap();
+    assert!(fixture.admit(1).is_err());
+    // The same limits: the very same counters, nothing handed out again.
+    let fixture = reload(fixture, &key_config("rpm: 2\nrpd: 5\n"));
+    assert!(fixture.admit(1).is_err());
+    // A limit raised takes its new value from the next admission, counted
+    // from what was used; the day keeps its count.
+    let fixture = reload(fixture, &key_config("rpm: 3\nrpd: 5\n"));
+    fixture.admit(1).unwrap();
+    assert!(fixture.admit(1).is_err());
+    assert_eq!(fixture.remaining(Measure::Requests, Window::Day), 2);
+    // A limit lowered below what was used refuses at once.
+    let fixture = reload(fixture, &key_config("rpm: 100\nrpd: 3\n"));
+    let refusal = fixture.admit(1).unwrap_err();
+    assert_eq!(
+        refusal.name,
+        name(Scope::Key, Measure::Requests, Window::Day)
+    );
+}
+
+#[test]
+fn a_reload_starts_new_keys_empty_and_follows_keys_by_secret_not_position() {
+    let two_keys = "models:\n  - name: m\n    provider: mock\napi_keys:\n  - key: sk-a\n    rpm: 1\n  - key: sk-b\n    rpm: 1\n";
+    let fixture = fixture(two_keys);
+    fixture.admit(1).unwrap();
+    // sk-a moves to the second position and a new key takes the first.
+    let moved = "models:\n  - name: m\n    provider: mock\napi_keys:\n  - key: sk-new\n    rpm: 1\n  - key: sk-a\n    rpm: 1\n";
+    let fixture = reload(fixture, moved);
+    assert!(fixture
+        .limiter
+        .try_admit(&fixture.demand(Some(1), 0, None, 1, 0.0))
+        .is_err());
+    fixture.admit(1).unwrap();
+}
+
+#[test]
+fn permits_taken_before_a_reload_settle_against_their_own_limits() {
+    let fixture = fixture(&key_config("tpm: 1000\n"));
+    let permit = fixture.admit(600).unwrap();
+    let fixture = reload(fixture, &key_config("tpm: 1000\n"));
+    // The set is shared, so the refund reaches the new limiter.
+    permit.settle(used(100));
+    assert_eq!(fixture.remaining(Measure::Tokens, Window::Minute), 900);
+}

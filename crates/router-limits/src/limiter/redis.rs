@@ -85,6 +85,8 @@ pub struct RedisLimiter {
     shared: Arc<Shared>,
     /// `limits.redis.key_prefix`.
     prefix: String,
+    /// `limits.redis.replicas`: the fallback holds `limit / replicas`.
+    replicas: NonZeroU64,
     /// By `ClientKeyConfig::index`; `None` for a key without limits.
     key_sets: Box<[Option<Arc<RedisSet>>]>,
     /// By `ModelEntry::index`, then provider key index.
@@ -239,28 +241,6 @@ impl RedisLimiter {
             redis::Client::open(redis.url.expose()).map_err(|error| RedisLimiterError::Url {
                 detail: describe(&error),
             })?;
-        let prefix = &redis.key_prefix;
-        let key_sets = config
-            .api_keys
-            .iter()
-            .map(|key| {
-                RedisSet::build(key_specs(key), prefix, &key_owner(prefix, key)).map(Arc::new)
-            })
-            .collect();
-        let model_sets = config
-            .models
-            .iter()
-            .map(|entry| {
-                provider_key_ids(entry)
-                    .into_iter()
-                    .map(|provider_key| {
-                        let specs = model_specs(entry, &provider_key);
-                        let owner = model_owner(prefix, entry, &provider_key);
-                        RedisSet::build(specs, prefix, &owner).map(Arc::new)
-                    })
-                    .collect()
-            })
-            .collect();
         let fallback = match redis.on_unavailable {
             OnUnavailable::FailOpen => Some(Arc::new(MemoryLimiter::new(
                 &share_of(config, redis.replicas),
@@ -283,13 +263,71 @@ impl RedisLimiter {
             fallback_admissions: AtomicU64::new(0),
             unavailable_refusals: AtomicU64::new(0),
         });
-        Ok(Self {
+        Ok(Self::with_shared(
+            config,
             shared,
-            prefix: prefix.clone(),
+            redis.key_prefix.clone(),
+            redis.replicas,
+            fallback,
+        ))
+    }
+
+    fn with_shared(
+        config: &Config,
+        shared: Arc<Shared>,
+        prefix: String,
+        replicas: NonZeroU64,
+        fallback: Option<Arc<MemoryLimiter>>,
+    ) -> Self {
+        let key_sets = config
+            .api_keys
+            .iter()
+            .map(|key| {
+                RedisSet::build(key_specs(key), &prefix, &key_owner(&prefix, key)).map(Arc::new)
+            })
+            .collect();
+        let model_sets = config
+            .models
+            .iter()
+            .map(|entry| {
+                provider_key_ids(entry)
+                    .into_iter()
+                    .map(|provider_key| {
+                        let specs = model_specs(entry, &provider_key);
+                        let owner = model_owner(&prefix, entry, &provider_key);
+                        RedisSet::build(specs, &prefix, &owner).map(Arc::new)
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            shared,
+            prefix,
+            replicas,
             key_sets,
             model_sets,
             fallback,
-        })
+        }
+    }
+
+    /// The limiter of a reloaded `config` on the same Redis, connection and
+    /// key prefix: the counters live in Redis under names made of key
+    /// fingerprints and entry ids, so every limit that still exists simply
+    /// goes on from where it was (a changed limit value applies from the
+    /// next admission). The fallback carries its state over like a
+    /// [`MemoryLimiter`]. `limits.redis` itself is read at start only.
+    pub fn reconfigured(&self, config: &Config) -> Self {
+        let fallback = self
+            .fallback
+            .as_ref()
+            .map(|fallback| Arc::new(fallback.reconfigured(&share_of(config, self.replicas))));
+        Self::with_shared(
+            config,
+            Arc::clone(&self.shared),
+            self.prefix.clone(),
+            self.replicas,
+            fallback,
+        )
     }
 
     /// Starts connecting, and waits until Redis has answered once, at most
@@ -385,7 +423,7 @@ fn model_owner(
 }
 
 /// An entry as replicas name it: its `id`, else its name and position.
-fn entry_owner(entry: &router_core::config::ModelEntry) -> String {
+pub(super) fn entry_owner(entry: &router_core::config::ModelEntry) -> String {
     if entry.id != 0 {
         entry.id.to_string()
     } else {
@@ -468,6 +506,10 @@ impl Limiter for RedisLimiter {
 
     fn shared_stats(&self) -> Option<SharedLimitsStats> {
         Some(self.stats())
+    }
+
+    fn reconfigured(&self, config: &Config) -> Option<Arc<dyn Limiter>> {
+        Some(Arc::new(RedisLimiter::reconfigured(self, config)))
     }
 
     async fn key_headroom(&self, key: &ClientKeyConfig) -> Vec<Headroom> {
