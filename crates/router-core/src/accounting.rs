@@ -1,6 +1,6 @@
 //! The books of one request: its limiter permits and its usage record.
 //!
-//! Every authenticated chat request ends in exactly one [`UsageRecord`] and
+//! Every authenticated request (chat, text completion, embeddings) ends in exactly one [`UsageRecord`] and
 //! settles every permit it took, whichever way it ends: an error before any
 //! upstream call, a complete answer, a stream that finishes, breaks, or is
 //! dropped because the client went away. [`Books`] is that obligation as a
@@ -274,7 +274,9 @@ fn empty_record() -> UsageRecord {
     }
 }
 
-/// The text of every choice of a complete answer (content and reasoning).
+/// The text of every choice of a complete answer: a chat message's content
+/// and reasoning, or a text completion's `text`. (Embeddings have no
+/// choices: only their prompt is estimated.)
 fn completion_text(completion: &JsonObject) -> String {
     let mut text = String::new();
     for choice in completion
@@ -283,17 +285,28 @@ fn completion_text(completion: &JsonObject) -> String {
         .into_iter()
         .flatten()
     {
-        for key in ["content", "reasoning_content"] {
-            if let Some(part) = choice
-                .get("message")
-                .and_then(|message| message.get(key))
-                .and_then(Value::as_str)
-            {
+        push_choice_text(&mut text, choice, "message");
+    }
+    text
+}
+
+/// Appends what one choice carries: under `holder` (`message` or `delta`)
+/// for chat, else its `text` (a text completion).
+fn push_choice_text(text: &mut String, choice: &Value, holder: &str) {
+    match choice.get(holder) {
+        Some(message) => {
+            for key in ["content", "reasoning_content"] {
+                if let Some(part) = message.get(key).and_then(Value::as_str) {
+                    text.push_str(part);
+                }
+            }
+        }
+        None => {
+            if let Some(part) = choice.get("text").and_then(Value::as_str) {
                 text.push_str(part);
             }
         }
     }
-    text
 }
 
 /// A relayed stream that keeps the books: it reads each chunk's usage, adds
@@ -328,15 +341,7 @@ impl AccountedStream {
                 .into_iter()
                 .flatten()
             {
-                for key in ["content", "reasoning_content"] {
-                    if let Some(part) = choice
-                        .get("delta")
-                        .and_then(|delta| delta.get(key))
-                        .and_then(Value::as_str)
-                    {
-                        self.relayed.push_str(part);
-                    }
-                }
+                push_choice_text(&mut self.relayed, choice, "delta");
             }
         }
     }

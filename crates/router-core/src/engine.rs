@@ -1,5 +1,14 @@
 //! The routing engine: authenticate, parse, resolve, dispatch with failover,
 //! rewrite the answer.
+//!
+//! Chat completions, text completions and embeddings are three entry points
+//! ([`Router::chat`], [`Router::completions`], [`Router::embeddings`]) into
+//! one path, [`Router::serve`]: the same books, resolution, round robin,
+//! admission, failover and health. What differs per [`Endpoint`] is small
+//! and named where it happens: how the body is validated, which entries may
+//! serve it (the `supports_*` flags), how its prompt is estimated (and
+//! whether an answer is reserved), how the upstream body is prepared, and
+//! which provider method is called.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,7 +35,7 @@ use crate::health::{self, Clock, Jitter, KeyHealth, Resting, RetryBudget};
 use crate::health_board::{HealthBoard, HealthChange, HealthListener, HealthNotice, LocalHealth};
 use crate::limits::{AdmitError, Demand, Limiter, NoLimits, RateInfo, Refusal, Scope};
 use crate::provider::{
-    BuildResult, Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError,
+    BuildResult, Chunk, ChunkStream, Completion, Endpoint, JsonObject, Provider, ProviderError,
     ProviderRequest,
 };
 use crate::report::{self, UsageReport, UsageRequest};
@@ -39,7 +48,8 @@ use crate::usage::{NoLedger, Outcome, Tokens, UsageSink, UsageStore};
 /// An authenticated client key.
 pub type ClientKey = Arc<ClientKeyConfig>;
 
-/// The answer to a chat completion.
+/// The answer to a request: a chat or text completion, or embeddings (which
+/// are always `Complete`).
 pub enum ChatResponse {
     /// A complete answer, `model` already the client-facing name.
     Complete(Completion),
@@ -147,7 +157,7 @@ impl Default for Services {
     }
 }
 
-/// The end of a chat request, as router-http needs it.
+/// The end of a request (any endpoint), as router-http needs it.
 #[derive(Debug)]
 pub struct ChatOutcome {
     /// Unique per request; also in the usage record.
@@ -268,6 +278,25 @@ impl Router {
     /// `POST /v1/chat/completions` with a raw body. Whatever happens, the
     /// request leaves exactly one usage record and settles every permit.
     pub async fn chat(&self, client: &ClientKey, body: &[u8]) -> ChatOutcome {
+        self.serve(Endpoint::ChatCompletions, client, body).await
+    }
+
+    /// `POST /v1/completions` with a raw body: served by the entries of the
+    /// model with `supports_completion`, streamed like chat when asked.
+    pub async fn completions(&self, client: &ClientKey, body: &[u8]) -> ChatOutcome {
+        self.serve(Endpoint::Completions, client, body).await
+    }
+
+    /// `POST /v1/embeddings` with a raw body: served by the entries of the
+    /// model with `supports_embedding`; no answer tokens are reserved.
+    pub async fn embeddings(&self, client: &ClientKey, body: &[u8]) -> ChatOutcome {
+        self.serve(Endpoint::Embeddings, client, body).await
+    }
+
+    /// A request to `endpoint` with a raw body, with the books, limits and
+    /// failover every endpoint shares. Whatever happens, the request leaves
+    /// exactly one usage record and settles every permit.
+    pub async fn serve(&self, endpoint: Endpoint, client: &ClientKey, body: &[u8]) -> ChatOutcome {
         let started = Instant::now();
         let number = self.next_request.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("{}-{number}", self.request_id_prefix);
@@ -279,7 +308,7 @@ impl Router {
             &request_id,
             started,
         );
-        let result = self.dispatch(client, body, &mut books).await;
+        let result = self.dispatch(endpoint, client, body, &mut books).await;
         let rate = books.rate();
         let result = match result {
             Ok(Answer::Complete(mut completion)) => {
@@ -291,7 +320,8 @@ impl Router {
                 let (outcome, refused_by) = match &error {
                     ChatError::InvalidBody { .. }
                     | ChatError::InvalidField { .. }
-                    | ChatError::ModelNotFound { .. } => (Outcome::Invalid, None),
+                    | ChatError::ModelNotFound { .. }
+                    | ChatError::ModelNotSupported { .. } => (Outcome::Invalid, None),
                     ChatError::Refused { refusal } => (Outcome::Refused, Some(refusal.name)),
                     ChatError::LimitsUnavailable { .. } => (Outcome::Refused, None),
                     ChatError::Upstream { .. }
@@ -311,11 +341,12 @@ impl Router {
 
     async fn dispatch(
         &self,
+        endpoint: Endpoint,
         client: &ClientKey,
         body: &[u8],
         books: &mut Books,
     ) -> Result<Answer, ChatError> {
-        let mut request = request::parse(body)?;
+        let mut request = request::parse_for(endpoint, body)?;
         books.set_request(&request.model, request.stream);
         // The seed's OpenRouter-style `provider` preference: removed when it is
         // a string, an object or an array; like the seed, it filters nothing.
@@ -330,6 +361,16 @@ impl Router {
             .ok_or_else(|| ChatError::ModelNotFound {
                 model: request.model.clone(),
             })?;
+        if !group
+            .deployments
+            .iter()
+            .any(|&index| serves(&self.deployments[index].entry, endpoint))
+        {
+            return Err(ChatError::ModelNotSupported {
+                model: request.model,
+                endpoint,
+            });
+        }
 
         let entries = group.deployments.len();
         let start = group.next.fetch_add(1, Ordering::Relaxed);
@@ -345,11 +386,12 @@ impl Router {
         'entries: for offset in 0..entries {
             let deployment = &self.deployments[group.deployments[(start + offset) % entries]];
             let entry = &deployment.entry;
+            if !serves(entry, endpoint) {
+                continue;
+            }
             let keys = &entry.provider_api_keys;
             let key_start = deployment.next_key.fetch_add(1, Ordering::Relaxed);
-            let prompt = estimate::prompt_tokens(&*self.services.counter, entry, &request.body);
-            let output =
-                estimate::output_reservation(&request.body, entry, self.default_output_tokens);
+            let (prompt, output) = self.estimate(endpoint, entry, &request.body);
             let worst_cost = Tokens {
                 prompt,
                 completion: output,
@@ -413,7 +455,7 @@ impl Router {
                     Cow::Borrowed(&request.body)
                 };
                 let result = self
-                    .attempt(deployment, &request, client_body, api_key)
+                    .attempt(endpoint, deployment, &request, client_body, api_key)
                     .await;
                 let change = pass.record(result.as_ref().err(), self.clock.now(), &self.cooldown);
                 if let Some(change) = change {
@@ -476,6 +518,28 @@ impl Router {
         }
     }
 
+    /// The prompt estimate and the answer reservation of a request to
+    /// `endpoint` on `entry`: chat counts its messages with their framing,
+    /// text completions their prompt; embeddings generate no answer tokens,
+    /// so nothing is reserved for one.
+    fn estimate(&self, endpoint: Endpoint, entry: &ModelEntry, body: &JsonObject) -> (u64, u64) {
+        let counter = &*self.services.counter;
+        match endpoint {
+            Endpoint::ChatCompletions => (
+                estimate::prompt_tokens(counter, entry, body),
+                estimate::output_reservation(body, entry, self.default_output_tokens),
+            ),
+            Endpoint::Completions => (
+                estimate::text_input_tokens(counter, entry, body, "prompt"),
+                estimate::output_reservation(body, entry, self.default_output_tokens),
+            ),
+            Endpoint::Embeddings => (
+                estimate::text_input_tokens(counter, entry, body, "input"),
+                0,
+            ),
+        }
+    }
+
     /// Whether attempt number `attempts + 1` may start, after its backoff.
     ///
     /// Every retry waits, even on another key or entry: the candidates left
@@ -527,6 +591,50 @@ impl Router {
     /// has been sent to the client yet.
     async fn attempt(
         &self,
+        endpoint: Endpoint,
+        deployment: &Deployment,
+        request: &ChatRequest,
+        client_body: Cow<'_, JsonObject>,
+        api_key: Option<Secret>,
+    ) -> Result<Answer, ProviderError> {
+        match endpoint {
+            Endpoint::ChatCompletions => {
+                self.attempt_chat(deployment, request, client_body, api_key)
+                    .await
+            }
+            Endpoint::Completions => {
+                let provider = &deployment.provider;
+                // No thinking mapping: Gemini's thinking is a chat feature.
+                let body = upstream_body(&deployment.entry, client_body, request.stream, false);
+                let provider_request = ProviderRequest { body, api_key };
+                let rewriter = Rewriter::new(&request.model, false);
+                if request.stream {
+                    let stream = provider.stream_text(provider_request).await?;
+                    return relay(stream, rewriter).await;
+                }
+                let mut completion = provider.complete_text(provider_request).await?;
+                rewriter.completion(&mut completion.0);
+                Ok(Answer::Complete(completion))
+            }
+            Endpoint::Embeddings => {
+                // Only `model` changes: `encoding_format`, `dimensions` and
+                // every other field go up as the client sent them.
+                let mut body = client_body.into_owned();
+                set(
+                    &mut body,
+                    "model",
+                    Value::String(deployment.entry.provider_model_name.clone()),
+                );
+                let provider_request = ProviderRequest { body, api_key };
+                let mut completion = deployment.provider.embed(provider_request).await?;
+                Rewriter::new(&request.model, false).completion(&mut completion.0);
+                Ok(Answer::Complete(completion))
+            }
+        }
+    }
+
+    async fn attempt_chat(
+        &self,
         deployment: &Deployment,
         request: &ChatRequest,
         client_body: Cow<'_, JsonObject>,
@@ -534,32 +642,18 @@ impl Router {
     ) -> Result<Answer, ProviderError> {
         let entry = &deployment.entry;
         let upstream_streams = request.stream || entry.stream_only;
-        let body = upstream_body(entry, client_body, upstream_streams);
+        let body = upstream_body(
+            entry,
+            client_body,
+            upstream_streams,
+            entry.support_google_thinking,
+        );
         let provider_request = ProviderRequest { body, api_key };
         let mut rewriter = Rewriter::new(&request.model, entry.support_google_thinking);
 
         if request.stream {
-            let mut stream = deployment.provider.stream(provider_request).await?;
-            // Peek the first chunk before the client sees a 200: a stream that
-            // fails at once can still fail over.
-            let mut first = match stream.next().await {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(error)) => return Err(error),
-                None => {
-                    return Err(ProviderError::InvalidResponse {
-                        detail: "the stream ended before its first chunk".to_owned(),
-                    })
-                }
-            };
-            rewriter.chunk(&mut first.0);
-            let rest = stream.map(move |item| {
-                item.map(|mut chunk| {
-                    rewriter.chunk(&mut chunk.0);
-                    chunk
-                })
-            });
-            let stream = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
-            return Ok(Answer::Stream(Box::pin(stream)));
+            let stream = deployment.provider.stream(provider_request).await?;
+            return relay(stream, rewriter).await;
         }
 
         let mut completion = if entry.stream_only {
@@ -584,6 +678,42 @@ impl Router {
         };
         rewriter.completion(&mut completion.0);
         Ok(Answer::Complete(completion))
+    }
+}
+
+/// A stream that reaches the client rewritten. Its first chunk is awaited
+/// here, before the client sees a 200: a stream that fails at once can still
+/// fail over.
+async fn relay(mut stream: ChunkStream, mut rewriter: Rewriter) -> Result<Answer, ProviderError> {
+    let mut first = match stream.next().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(error)) => return Err(error),
+        None => {
+            return Err(ProviderError::InvalidResponse {
+                detail: "the stream ended before its first chunk".to_owned(),
+            })
+        }
+    };
+    rewriter.chunk(&mut first.0);
+    let rest = stream.map(move |item| {
+        item.map(|mut chunk| {
+            rewriter.chunk(&mut chunk.0);
+            chunk
+        })
+    });
+    let stream = futures_util::stream::once(std::future::ready(Ok(first))).chain(rest);
+    Ok(Answer::Stream(Box::pin(stream)))
+}
+
+/// Whether `entry` may serve `endpoint`. Chat is not gated (the seed never
+/// read `supports_chat`, and configs in use leave it out); text completions
+/// and embeddings need the entry's `supports_completion` or
+/// `supports_embedding`, since most models serve neither.
+fn serves(entry: &ModelEntry, endpoint: Endpoint) -> bool {
+    match endpoint {
+        Endpoint::ChatCompletions => true,
+        Endpoint::Completions => entry.capabilities.completion,
+        Endpoint::Embeddings => entry.capabilities.embedding,
     }
 }
 
@@ -674,9 +804,14 @@ pub fn ledger_key_id(key: &ClientKeyConfig) -> u64 {
 /// The body sent upstream for one attempt. Each attempt starts from the
 /// client's body (the seed edited one buffer across attempts, so an earlier
 /// entry's rewrite leaked into the next).
-fn upstream_body(entry: &ModelEntry, client_body: Cow<'_, JsonObject>, stream: bool) -> JsonObject {
+fn upstream_body(
+    entry: &ModelEntry,
+    client_body: Cow<'_, JsonObject>,
+    stream: bool,
+    map_thinking: bool,
+) -> JsonObject {
     let mut body = client_body.into_owned();
-    if entry.support_google_thinking {
+    if map_thinking {
         thinking::map_request(&mut body);
     }
     set(

@@ -4,7 +4,7 @@
 //! OpenAI-shaped bodies.
 
 use crate::limits::Refusal;
-use crate::provider::ProviderError;
+use crate::provider::{Endpoint, ProviderError};
 
 /// Why a request was not authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +17,8 @@ pub enum AuthError {
     Expired,
 }
 
-/// Why a chat completion failed.
+/// Why a request failed, whichever endpoint it came to (chat completions,
+/// text completions, embeddings).
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     /// The body is not a JSON object.
@@ -31,6 +32,10 @@ pub enum ChatError {
     },
     #[error("Model {} not found or not available.", shorten(model))]
     ModelNotFound { model: String },
+    /// The model exists, but none of its entries declares the endpoint
+    /// (`supports_completion`, `supports_embedding`).
+    #[error("Model {} does not support {endpoint}.", shorten(model))]
+    ModelNotSupported { model: String, endpoint: Endpoint },
     /// A limit refused the request (the client's, or every entry's). When
     /// `refusal.never_fits`, the request can never be served as it is.
     #[error("{}", refusal_message(refusal))]

@@ -90,6 +90,35 @@ pub fn prompt_tokens(counter: &dyn TokenCounter, entry: &ModelEntry, body: &Json
     tokens
 }
 
+/// The prompt tokens of a text completion (`prompt`, and `suffix` when it
+/// is text) or of an embeddings request (`input`): each string counted on
+/// its own, a token id array by its length (it is tokens already). No
+/// framing: these endpoints add none.
+pub fn text_input_tokens(
+    counter: &dyn TokenCounter,
+    entry: &ModelEntry,
+    body: &JsonObject,
+    field: &str,
+) -> u64 {
+    let count = |value: &Value| -> u64 {
+        match value {
+            Value::String(text) => counter.count(entry, text),
+            Value::Array(ids) => ids.len() as u64,
+            Value::Number(_) => 1,
+            _ => 0,
+        }
+    };
+    let mut tokens = match body.get(field) {
+        Some(Value::Array(items)) => items.iter().map(count).sum(),
+        Some(value) => count(value),
+        None => 0,
+    };
+    if let Some(Value::String(suffix)) = body.get("suffix") {
+        tokens += counter.count(entry, suffix);
+    }
+    tokens
+}
+
 /// Tokens to reserve for the answer: the request's `max_completion_tokens`
 /// (else `max_tokens`, else `default`), never above the entry's `max_tokens`.
 pub fn output_reservation(body: &JsonObject, entry: &ModelEntry, default: u64) -> u64 {
@@ -136,6 +165,22 @@ mod tests {
         // Each string on its own: system 2, abcd 1, user 1, efgh 1,
         // assistant 3, f 1, {} 1; 3 messages of framing and the priming.
         assert_eq!(prompt_tokens(&ByteCounter, &entry, &body), 10 + 3 * 3 + 3);
+    }
+
+    #[test]
+    fn text_inputs_count_strings_and_token_arrays() {
+        let entry = ModelEntry::new("m", "mock");
+        let check = |body: Value, want: u64| {
+            let got = text_input_tokens(&ByteCounter, &entry, &object(body.clone()), "input");
+            assert_eq!(got, want, "{body}");
+        };
+        check(json!({"input": "abcdefgh"}), 2);
+        check(json!({"input": ["abcd", "efghi"]}), 1 + 2);
+        // Token ids are tokens already: one each, an array by its length.
+        check(json!({"input": [1, 2, 3]}), 3);
+        check(json!({"input": [[1, 2], [3, 4, 5]]}), 5);
+        check(json!({"input": "abcd", "suffix": "efgh"}), 2);
+        check(json!({}), 0);
     }
 
     #[test]

@@ -192,6 +192,8 @@ impl Pass<'_> {
                     .fetch_max(now.saturating_add(nanos(after)), Ordering::AcqRel);
                 Some(HealthChange::Rest(after))
             }
+            // Nothing was sent: the key and the upstream are as they were.
+            Some(ErrorKind::Unsupported) => None,
             Some(ErrorKind::KeyRejected) => {
                 (!health.disabled.swap(true, Ordering::AcqRel)).then_some(HealthChange::Disabled)
             }

@@ -2,7 +2,8 @@
 //!
 //! It owns the configuration (loading and validation), the model catalog,
 //! client-key authentication, request parsing and validation, and the routing
-//! engine (resolution, round robin, failover with retries, provider-key
+//! engine (chat completions, text completions and embeddings through one
+//! dispatch: resolution, round robin, failover with retries, provider-key
 //! cooldown and circuit breaking, response rewriting), plus the
 //! traits the engine depends on ([`provider::Provider`]). It also owns what
 //! may leave the router about an upstream failure ([`scrub`]: no account
@@ -37,7 +38,7 @@ pub use engine::{
 };
 pub use error::{AuthError, ChatError, UsageError};
 pub use provider::{
-    Chunk, ChunkStream, Completion, JsonObject, Provider, ProviderError, ProviderRequest,
+    Chunk, ChunkStream, Completion, Endpoint, JsonObject, Provider, ProviderError, ProviderRequest,
 };
 pub use report::{UsageReport, UsageRequest};
 pub use scrub::Scrubber;

@@ -5,6 +5,11 @@
 //! unknown fields untouched) and returns either one complete answer or a
 //! stream of chunks. The engine, not the provider, renames `model` back and
 //! post-processes what comes out.
+//!
+//! Chat completions are every provider's business. Text completions and
+//! embeddings ([`Endpoint`]) are methods with default bodies that answer
+//! [`ProviderError::Unsupported`], so an adapter that does not serve them
+//! needs no code for them and keeps compiling as the trait grows.
 
 use std::fmt;
 use std::pin::Pin;
@@ -31,6 +36,34 @@ pub struct ProviderRequest {
     pub api_key: Option<Secret>,
 }
 
+/// The OpenAI endpoints the engine serves, each a path of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`: every provider serves it.
+    ChatCompletions,
+    /// `POST /v1/completions`: text in, text out (streamed or not).
+    Completions,
+    /// `POST /v1/embeddings`: never streamed.
+    Embeddings,
+}
+
+impl Endpoint {
+    /// The path clients call, as OpenAI's API names it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Embeddings => "/v1/embeddings",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.path())
+    }
+}
+
 /// One parsed event of an upstream stream (the JSON after `data:`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk(pub JsonObject);
@@ -49,11 +82,43 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> +
 /// [`Provider::stream`] means nothing reached the client, so the engine may
 /// fail over. An `Err` inside a [`ChunkStream`] is reported to the client
 /// and never retried.
+///
+/// The text-completion and embedding methods have default bodies that
+/// answer [`ProviderError::Unsupported`]: an adapter overrides those it can
+/// serve. A wrapper around another provider (like `scrub::guard`) must
+/// forward every method, or the wrapped adapter's own would never be called.
 #[async_trait]
 pub trait Provider: Send + Sync + fmt::Debug {
+    /// A chat completion (`/v1/chat/completions`), answered whole.
     async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError>;
 
+    /// A chat completion as a stream of `chat.completion.chunk`s.
     async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError>;
+
+    /// A text completion (`/v1/completions`), answered whole.
+    async fn complete_text(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        drop(request);
+        Err(ProviderError::Unsupported {
+            endpoint: Endpoint::Completions,
+        })
+    }
+
+    /// A text completion as a stream of `text_completion` chunks, with the
+    /// same contract as [`Provider::stream`].
+    async fn stream_text(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        drop(request);
+        Err(ProviderError::Unsupported {
+            endpoint: Endpoint::Completions,
+        })
+    }
+
+    /// Embeddings (`/v1/embeddings`): the upstream's `list` object, whole.
+    async fn embed(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        drop(request);
+        Err(ProviderError::Unsupported {
+            endpoint: Endpoint::Embeddings,
+        })
+    }
 }
 
 /// What building a provider gives: the adapter, or why it cannot be built.
@@ -89,6 +154,9 @@ pub enum ProviderError {
     /// The stream broke off or ended without `[DONE]`.
     #[error("the upstream stream ended early: {detail}")]
     Truncated { detail: String },
+    /// The adapter does not serve this endpoint; nothing was sent.
+    #[error("this provider does not serve {endpoint}")]
+    Unsupported { endpoint: Endpoint },
 }
 
 /// How the engine should treat a [`ProviderError`].
@@ -107,6 +175,10 @@ pub enum ErrorKind {
     ClientError,
     InvalidResponse,
     Truncated,
+    /// The adapter does not serve the endpoint: a configuration matter
+    /// (the entry's `supports_*` flag promises what its provider lacks),
+    /// not a fault of the key or of the upstream. Another entry may serve it.
+    Unsupported,
 }
 
 impl ProviderError {
@@ -122,6 +194,7 @@ impl ProviderError {
             Self::Status { .. } => ErrorKind::ServerError,
             Self::InvalidResponse { .. } => ErrorKind::InvalidResponse,
             Self::Truncated { .. } => ErrorKind::Truncated,
+            Self::Unsupported { .. } => ErrorKind::Unsupported,
         }
     }
 

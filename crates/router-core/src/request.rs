@@ -1,14 +1,18 @@
-//! Parsing and validating a chat completion request body.
+//! Parsing and validating request bodies: chat completions, text
+//! completions and embeddings.
 //!
 //! The body is parsed once into a [`JsonObject`] that keeps every field, known
 //! or not, so unknown parameters reach the upstream untouched. Validation
 //! follows the seed's schema (types of the known optional fields), without its
 //! bugs: assistant turns with `content: null` and `top_k: null` are valid.
+//! Text completions check `prompt` and embeddings `input` (a string, strings,
+//! token ids or arrays of token ids); `encoding_format` and the rest pass
+//! through as they came.
 
 use serde_json::Value;
 
 use crate::error::ChatError;
-use crate::provider::JsonObject;
+use crate::provider::{Endpoint, JsonObject};
 
 /// A parsed, validated request.
 #[derive(Debug, Clone)]
@@ -79,6 +83,29 @@ const FIELDS: &[(&str, Shape)] = &[
     ("metadata", Shape::Object),
 ];
 
+/// The typed optional fields of `/v1/completions`. Unlike chat, `logprobs`
+/// is a count there.
+const COMPLETION_FIELDS: &[(&str, Shape)] = &[
+    ("seed", Shape::Integer),
+    ("stop", Shape::StringOrStrings),
+    ("top_p", Shape::Number),
+    ("temperature", Shape::Number),
+    ("presence_penalty", Shape::Number),
+    ("frequency_penalty", Shape::Number),
+    ("stream", Shape::Bool),
+    ("echo", Shape::Bool),
+    ("logprobs", Shape::NonNegativeInteger),
+    ("best_of", Shape::PositiveInteger),
+    ("n", Shape::ChoiceCount),
+    ("max_tokens", Shape::TokenCount),
+    ("logit_bias", Shape::ObjectOfNumbers),
+    ("stream_options", Shape::Object),
+];
+
+/// The typed optional fields of `/v1/embeddings`. `encoding_format` is the
+/// upstream's to judge (vendors add their own formats).
+const EMBEDDING_FIELDS: &[(&str, Shape)] = &[("dimensions", Shape::PositiveInteger)];
+
 const REASONING_EFFORTS: &[&str] = &["none", "minimal", "auto", "low", "medium", "high"];
 const RESPONSE_FORMATS: &[&str] = &["text", "json_object", "json_schema"];
 
@@ -89,8 +116,14 @@ fn invalid(param: &str, message: impl Into<String>) -> ChatError {
     }
 }
 
-/// Parses and validates a request body.
+/// Parses and validates a chat completion request body.
 pub fn parse(body: &[u8]) -> Result<ChatRequest, ChatError> {
+    parse_for(Endpoint::ChatCompletions, body)
+}
+
+/// Parses and validates a request body for `endpoint`. An embeddings
+/// request never streams, whatever its `stream` says.
+pub fn parse_for(endpoint: Endpoint, body: &[u8]) -> Result<ChatRequest, ChatError> {
     let value: Value = serde_json::from_slice(body).map_err(|error| ChatError::InvalidBody {
         detail: if body.iter().all(u8::is_ascii_whitespace) {
             "the body is empty".to_owned()
@@ -118,16 +151,29 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ChatError> {
         }
     };
 
-    validate_messages(body.get("messages"))?;
+    let fields = match endpoint {
+        Endpoint::ChatCompletions => {
+            validate_messages(body.get("messages"))?;
+            FIELDS
+        }
+        Endpoint::Completions => {
+            validate_text_input("prompt", body.get("prompt"))?;
+            COMPLETION_FIELDS
+        }
+        Endpoint::Embeddings => {
+            validate_text_input("input", body.get("input"))?;
+            EMBEDDING_FIELDS
+        }
+    };
     // One pass over the body's few fields instead of one hash lookup per known
     // field; a body with several bad fields still reports the first in
     // `FIELDS` order.
     let mut first_bad: Option<(usize, &str, Shape, &Value)> = None;
     for (key, value) in &body {
-        let Some(index) = FIELDS.iter().position(|(name, _)| *name == key.as_str()) else {
+        let Some(index) = fields.iter().position(|(name, _)| *name == key.as_str()) else {
             continue;
         };
-        let (name, shape) = FIELDS[index];
+        let (name, shape) = fields[index];
         if first_bad.is_some_and(|(first, ..)| first < index) {
             continue;
         }
@@ -139,7 +185,8 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ChatError> {
         check_shape(name, shape, value)?;
     }
 
-    let stream = matches!(body.get("stream"), Some(Value::Bool(true)));
+    let stream =
+        endpoint != Endpoint::Embeddings && matches!(body.get("stream"), Some(Value::Bool(true)));
     Ok(ChatRequest {
         body,
         model,
@@ -218,6 +265,60 @@ fn validate_messages(messages: Option<&Value>) -> Result<(), ChatError> {
         }
     }
     Ok(())
+}
+
+/// `prompt` or `input`: a string, an array of strings, an array of token
+/// ids, or an array of such arrays; never an empty array (nothing to do).
+/// `param` names the field, or the first bad element of it.
+fn validate_text_input(name: &str, value: Option<&Value>) -> Result<(), ChatError> {
+    const EXPECTED: &str =
+        "a string, an array of strings, an array of token ids or an array of token id arrays";
+    let items = match value {
+        None | Some(Value::Null) => return Err(invalid(name, format!("{name} is required"))),
+        Some(Value::String(_)) => return Ok(()),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(invalid(
+                name,
+                format!("`{name}` must not be an empty array"),
+            ))
+        }
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(invalid(
+                name,
+                format!("`{name}` must be {EXPECTED}, got {}", type_name(other)),
+            ))
+        }
+    };
+    let is_token = |item: &Value| item.as_u64().is_some_and(|id| id <= u64::from(u32::MAX));
+    // The first element decides which of the array forms this is.
+    let fits = |item: &Value| match &items[0] {
+        Value::String(_) => item.is_string(),
+        Value::Number(_) => is_token(item),
+        Value::Array(_) => item
+            .as_array()
+            .is_some_and(|ids| !ids.is_empty() && ids.iter().all(is_token)),
+        _ => false,
+    };
+    match items.iter().position(|item| !fits(item)) {
+        None => Ok(()),
+        Some(index) => Err(invalid(
+            &format!("{name}[{index}]"),
+            format!(
+                "`{name}` must be {EXPECTED}; `{name}[{index}]` is {}",
+                describe_element(&items[index])
+            ),
+        )),
+    }
+}
+
+/// What an element of `prompt` or `input` is, for a message.
+fn describe_element(value: &Value) -> String {
+    match value {
+        Value::Array(ids) if ids.is_empty() => "an empty array".to_owned(),
+        Value::Array(_) => "an array holding something other than token ids".to_owned(),
+        other => describe(other),
+    }
 }
 
 /// Whether `value` has the shape; `null` fits every optional field.

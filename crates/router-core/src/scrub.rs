@@ -173,6 +173,8 @@ impl Scrubber {
             ProviderError::Truncated { detail } => ProviderError::Truncated {
                 detail: scrub(detail),
             },
+            // Our own words, naming only the endpoint.
+            ProviderError::Unsupported { endpoint } => ProviderError::Unsupported { endpoint },
         }
     }
 }
@@ -202,6 +204,22 @@ struct Guarded {
     scrubber: Arc<Scrubber>,
 }
 
+impl Guarded {
+    /// A stream whose every error is scrubbed on its way out.
+    fn guard_stream(
+        &self,
+        opened: Result<ChunkStream, ProviderError>,
+    ) -> Result<ChunkStream, ProviderError> {
+        let stream = opened.map_err(|error| self.scrubber.provider_error(error))?;
+        let scrubber = Arc::clone(&self.scrubber);
+        Ok(Box::pin(stream.map(move |item| {
+            item.map_err(|error| scrubber.provider_error(error))
+        })))
+    }
+}
+
+/// Every method of `Provider` is forwarded: one left to its default would
+/// answer `Unsupported` whatever the wrapped adapter can do.
 #[async_trait]
 impl Provider for Guarded {
     async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
@@ -212,15 +230,25 @@ impl Provider for Guarded {
     }
 
     async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
-        let stream = self
-            .inner
-            .stream(request)
+        self.guard_stream(self.inner.stream(request).await)
+    }
+
+    async fn complete_text(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        self.inner
+            .complete_text(request)
             .await
-            .map_err(|error| self.scrubber.provider_error(error))?;
-        let scrubber = Arc::clone(&self.scrubber);
-        Ok(Box::pin(stream.map(move |item| {
-            item.map_err(|error| scrubber.provider_error(error))
-        })))
+            .map_err(|error| self.scrubber.provider_error(error))
+    }
+
+    async fn stream_text(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        self.guard_stream(self.inner.stream_text(request).await)
+    }
+
+    async fn embed(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        self.inner
+            .embed(request)
+            .await
+            .map_err(|error| self.scrubber.provider_error(error))
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use router_core::config::{ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
+use router_core::config::{Capabilities, ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
 use router_core::estimate::ByteCounter;
 use router_core::limits::{
     Admission, Demand, Headroom, LimitName, Limiter, Measure, Permit, RateInfo, Refusal,
@@ -188,6 +188,33 @@ impl Provider for Upstream {
         };
         Ok(Box::pin(futures_util::stream::iter(items)))
     }
+
+    /// Usage 4 + 0, whatever the input.
+    async fn embed(&self, _request: ProviderRequest) -> Result<Completion, ProviderError> {
+        Ok(Completion(object(json!({"object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
+            "usage": {"prompt_tokens": 4, "total_tokens": 4}}))))
+    }
+
+    /// `text` "abcdefgh" and usage 10 + 5, or no usage for the prompt `no-usage`.
+    async fn complete_text(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        let mut answer = json!({"id": "t", "object": "text_completion",
+            "choices": [{"index": 0, "text": "abcdefgh", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}});
+        if request.body["prompt"] == "no-usage" {
+            answer.as_object_mut().unwrap().shift_remove("usage");
+        }
+        Ok(Completion(object(answer)))
+    }
+
+    async fn stream_text(&self, _request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        let text = json!({"id": "t", "object": "text_completion",
+            "choices": [{"index": 0, "text": "abcdefgh"}]});
+        let usage = json!({"id": "t", "object": "text_completion", "choices": [],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}});
+        let items = vec![Ok(Chunk(object(text))), Ok(Chunk(object(usage)))];
+        Ok(Box::pin(futures_util::stream::iter(items)))
+    }
 }
 
 struct Harness {
@@ -206,6 +233,11 @@ fn harness(entries: usize, refusals: Vec<Option<Refusal>>) -> Harness {
             output_price_per_token: 0.002,
             cached_input_price_per_token: 0.001,
             provider_api_keys: vec![Secret::new(format!("pk{index}"))],
+            capabilities: Capabilities {
+                completion: true,
+                embedding: true,
+                ..Capabilities::default()
+            },
             ..ModelEntry::new("m", "fake")
         })
         .collect();
@@ -254,6 +286,20 @@ impl Harness {
             "messages": [{"role": "user", "content": message}]});
         self.router
             .chat(&self.key, &serde_json::to_vec(&body).unwrap())
+            .await
+    }
+
+    async fn embeddings(&self, input: Value) -> router_core::ChatOutcome {
+        let body = json!({"model": "m", "input": input, "max_tokens": 20});
+        self.router
+            .embeddings(&self.key, &serde_json::to_vec(&body).unwrap())
+            .await
+    }
+
+    async fn completions(&self, prompt: &str, stream: bool) -> router_core::ChatOutcome {
+        let body = json!({"model": "m", "prompt": prompt, "stream": stream, "max_tokens": 20});
+        self.router
+            .completions(&self.key, &serde_json::to_vec(&body).unwrap())
             .await
     }
 
@@ -659,4 +705,94 @@ async fn a_request_dropped_while_waiting_for_its_upstream_is_recorded_once() {
     assert!(settled
         .iter()
         .all(|e| matches!(e, Event::Settle { tokens: 8, .. })));
+}
+
+fn admitted(tokens: u64) -> Event {
+    Event::Admit {
+        key: true,
+        entry: 0,
+        provider_key: Some(0),
+        tokens,
+    }
+}
+
+fn settled(tokens: u64) -> [Event; 2] {
+    [
+        Event::Settle {
+            entry: 0,
+            scope: Scope::Key,
+            tokens,
+        },
+        Event::Settle {
+            entry: 0,
+            scope: Scope::Model,
+            tokens,
+        },
+    ]
+}
+
+#[tokio::test]
+async fn embeddings_reserve_their_input_only_and_settle_with_the_upstream_usage() {
+    let h = harness(1, vec![]);
+    // Two strings of 8 bytes, 2 tokens each, and no answer reserved
+    // whatever `max_tokens` says.
+    let outcome = h.embeddings(json!(["abcdefgh", "ijklmnop"])).await;
+    let Ok(ChatResponse::Complete(answer)) = outcome.result else {
+        panic!("expected an answer")
+    };
+    // 4 prompt tokens at 0.001.
+    let cost = answer.0["usage"]["cost"].as_f64().unwrap();
+    assert!((cost - 0.004).abs() < 1e-12, "{cost}");
+    let mut expected = vec![admitted(4)];
+    expected.extend(settled(4));
+    assert_eq!(h.events(), expected);
+    let records = h.records();
+    assert_eq!(records.len(), 1);
+    let record = &records[0];
+    assert_eq!(record.model, "m");
+    assert_eq!(record.outcome, Outcome::Ok);
+    assert_eq!(record.source, UsageSource::Upstream);
+    assert!(!record.stream);
+    assert_eq!(
+        record.tokens,
+        Tokens {
+            prompt: 4,
+            ..Tokens::default()
+        }
+    );
+
+    // Token arrays count by their length.
+    assert!(h.embeddings(json!([[1, 2, 3], [4]])).await.result.is_ok());
+    assert_eq!(h.events()[0], admitted(4));
+}
+
+#[tokio::test]
+async fn text_completions_reserve_prompt_and_answer_like_chat() {
+    let h = harness(1, vec![]);
+    // "abcd" is one token, plus the 20 of max_tokens.
+    let outcome = h.completions("abcd", false).await;
+    assert!(matches!(outcome.result, Ok(ChatResponse::Complete(_))));
+    let mut expected = vec![admitted(21)];
+    expected.extend(settled(15));
+    assert_eq!(h.events(), expected);
+    assert_eq!(h.records()[0].tokens.total(), 15);
+
+    // Without usage, the answer's `text` is counted: 2 tokens of 8 bytes,
+    // and the prompt estimate (2 tokens for "no-usage").
+    let outcome = h.completions("no-usage", false).await;
+    assert!(outcome.result.is_ok());
+    let record = &h.records()[0];
+    assert_eq!(record.source, UsageSource::Estimated);
+    assert_eq!((record.tokens.prompt, record.tokens.completion), (2, 2));
+
+    let outcome = h.completions("abcd", true).await;
+    let Ok(ChatResponse::Stream(stream)) = outcome.result else {
+        panic!("expected a stream")
+    };
+    let chunks: Vec<_> = stream.collect().await;
+    assert_eq!(chunks.len(), 2);
+    let record = &h.records()[0];
+    assert!(record.stream);
+    assert_eq!(record.outcome, Outcome::Ok);
+    assert_eq!(record.tokens.total(), 15);
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use router_core::config::{ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
-use router_core::provider::{ChunkStream, ErrorKind};
+use router_core::config::{Capabilities, ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
+use router_core::provider::{ChunkStream, Endpoint, ErrorKind};
 use router_core::{
     ChatError, ChatResponse, Chunk, Completion, Config, JsonObject, Provider, ProviderError,
     ProviderRequest, Router, Secret,
@@ -119,6 +119,64 @@ impl Provider for Scripted {
             chunks.into_iter().map(|c| Ok(Chunk(object(c)))).collect();
         Ok(Box::pin(futures_util::stream::iter(items)))
     }
+
+    async fn complete_text(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        match self.next(&request, false) {
+            Step::Fail(code) => Err(status(code)),
+            _ => Ok(Completion(object(json!({
+                "id": "cmpl-1", "object": "text_completion", "model": request.body["model"],
+                "provider": "internal",
+                "choices": [{"index": 0, "text": format!("from {}", self.label), "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}})))),
+        }
+    }
+
+    async fn stream_text(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        match self.next(&request, true) {
+            Step::Fail(code) => Err(status(code)),
+            Step::FailFirstChunk => Ok(Box::pin(futures_util::stream::iter(vec![Err(
+                ProviderError::Truncated {
+                    detail: "cut".into(),
+                },
+            )]))),
+            _ => {
+                let chunk = |text: &str| {
+                    Ok(Chunk(object(
+                        json!({"id": "c", "object": "text_completion",
+                        "model": "x", "choices": [{"index": 0, "text": text}]}),
+                    )))
+                };
+                let items = vec![chunk(&format!("from {}", self.label)), chunk(" end")];
+                Ok(Box::pin(futures_util::stream::iter(items)))
+            }
+        }
+    }
+
+    async fn embed(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        match self.next(&request, false) {
+            Step::Fail(code) => Err(status(code)),
+            _ => Ok(Completion(object(json!({
+                "object": "list", "model": request.body["model"],
+                "data": [{"object": "embedding", "index": 0, "embedding": self.label}],
+                "usage": {"prompt_tokens": 1, "total_tokens": 1}})))),
+        }
+    }
+}
+
+/// A provider that implements chat only: the other endpoints are the
+/// trait's defaults.
+#[derive(Debug)]
+struct ChatOnly;
+
+#[async_trait]
+impl Provider for ChatOnly {
+    async fn complete(&self, _: ProviderRequest) -> Result<Completion, ProviderError> {
+        Err(status(500))
+    }
+
+    async fn stream(&self, _: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        Err(status(500))
+    }
 }
 
 fn entry(index: usize, name: &str, upstream: &str, keys: &[&str]) -> ModelEntry {
@@ -177,6 +235,20 @@ fn harness(models: Vec<ModelEntry>, scripts: Vec<Vec<Step>>) -> Harness {
 }
 
 impl Harness {
+    async fn serve(&self, endpoint: Endpoint, body: Value) -> Result<ChatResponse, ChatError> {
+        self.router
+            .serve(endpoint, &self.key, &serde_json::to_vec(&body).unwrap())
+            .await
+            .result
+    }
+
+    async fn whole(&self, endpoint: Endpoint, body: Value) -> Value {
+        match self.serve(endpoint, body).await.unwrap() {
+            ChatResponse::Complete(c) => Value::Object(c.0),
+            other => panic!("expected a complete answer, got {other:?}"),
+        }
+    }
+
     async fn chat(&self, body: Value) -> Result<ChatResponse, ChatError> {
         self.router
             .chat(&self.key, &serde_json::to_vec(&body).unwrap())
@@ -574,4 +646,255 @@ async fn a_rejected_provider_key_fails_over_to_the_next_key() {
     assert_eq!(content(&h.complete(hello("m")).await), "from m#0");
     let keys: Vec<_> = h.labels().into_iter().map(|(_, k)| k.unwrap()).collect();
     assert_eq!(keys, ["revoked", "good"]);
+}
+
+/// `entry` with `supports_completion` and `supports_embedding` as given.
+fn capable(entry: ModelEntry, completion: bool, embedding: bool) -> ModelEntry {
+    ModelEntry {
+        capabilities: Capabilities {
+            completion,
+            embedding,
+            ..Capabilities::default()
+        },
+        ..entry
+    }
+}
+
+#[tokio::test]
+async fn embeddings_go_to_the_entries_that_support_them_with_the_body_untouched() {
+    let h = harness(
+        vec![
+            entry(0, "m", "up-chat", &[]),
+            capable(entry(1, "m", "up-embed", &[]), false, true),
+        ],
+        vec![vec![], vec![]],
+    );
+    let body = json!({"model": "m", "input": ["a", "b"], "encoding_format": "base64",
+        "dimensions": 8, "stream": true, "unknown": {"kept": [1]}});
+    for _ in 0..2 {
+        let answer = h.whole(Endpoint::Embeddings, body.clone()).await;
+        // The client's name back, `provider` gone, the rest as it came.
+        assert_eq!(answer["model"], "m");
+        assert_eq!(answer["data"][0]["embedding"], "m#1");
+        assert!(answer.get("provider").is_none());
+    }
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    for call in calls {
+        assert_eq!(call.label, "m#1");
+        assert!(!call.stream);
+        let mut expected = body.clone();
+        expected["model"] = json!("up-embed");
+        assert_eq!(Value::Object(call.body), expected);
+    }
+}
+
+#[tokio::test]
+async fn a_model_without_the_flag_is_not_supported_and_nothing_is_called() {
+    let h = harness(
+        vec![capable(entry(0, "m", "up", &[]), true, false)],
+        vec![vec![]],
+    );
+    let error = h
+        .serve(Endpoint::Embeddings, json!({"model": "m", "input": "x"}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ChatError::ModelNotSupported { model, endpoint: Endpoint::Embeddings } if model == "m"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "Model m does not support /v1/embeddings."
+    );
+    // Resolution comes first: `name:variant` falls back, unknown names are 404s.
+    let error = h
+        .serve(
+            Endpoint::Embeddings,
+            json!({"model": "m:free", "input": "x"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ChatError::ModelNotSupported { .. }));
+    let error = h
+        .serve(
+            Endpoint::Completions,
+            json!({"model": "nope", "prompt": "x"}),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ChatError::ModelNotFound { .. }));
+    assert!(h.calls().is_empty());
+    // Chat is not gated.
+    assert!(h.chat(hello("m")).await.is_ok());
+}
+
+#[tokio::test]
+async fn bad_inputs_and_prompts_name_the_field() {
+    let h = harness(
+        vec![capable(entry(0, "m", "up", &[]), true, true)],
+        vec![vec![]],
+    );
+    let check = |endpoint, body: Value, param: &str| {
+        let h = &h;
+        let param = param.to_owned();
+        async move {
+            match h.serve(endpoint, body.clone()).await {
+                Err(ChatError::InvalidField { param: got, .. }) => {
+                    assert_eq!(got.as_deref(), Some(param.as_str()), "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+    };
+    check(Endpoint::Embeddings, json!({"model": "m"}), "input").await;
+    check(
+        Endpoint::Embeddings,
+        json!({"model": "m", "input": 3}),
+        "input",
+    )
+    .await;
+    check(
+        Endpoint::Embeddings,
+        json!({"model": "m", "input": []}),
+        "input",
+    )
+    .await;
+    check(
+        Endpoint::Embeddings,
+        json!({"model": "m", "input": ["a", 1]}),
+        "input[1]",
+    )
+    .await;
+    check(
+        Endpoint::Embeddings,
+        json!({"model": "m", "input": [[1], []]}),
+        "input[1]",
+    )
+    .await;
+    check(
+        Endpoint::Embeddings,
+        json!({"model": "m", "input": [1, -2]}),
+        "input[1]",
+    )
+    .await;
+    check(
+        Endpoint::Embeddings,
+        json!({"model": "m", "input": "x", "dimensions": 0}),
+        "dimensions",
+    )
+    .await;
+    check(Endpoint::Completions, json!({"model": "m"}), "prompt").await;
+    check(
+        Endpoint::Completions,
+        json!({"model": "m", "prompt": {"text": "x"}}),
+        "prompt",
+    )
+    .await;
+    check(
+        Endpoint::Completions,
+        json!({"model": "m", "prompt": "x", "logprobs": true}),
+        "logprobs",
+    )
+    .await;
+    // Every accepted form.
+    for prompt in [
+        json!("x"),
+        json!(["x", "y"]),
+        json!([1, 2]),
+        json!([[1], [2, 3]]),
+    ] {
+        let body = json!({"model": "m", "prompt": prompt, "logprobs": 2});
+        assert!(h.serve(Endpoint::Completions, body).await.is_ok());
+    }
+    assert_eq!(h.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn text_completions_fail_over_and_stream_like_chat() {
+    let h = harness(
+        vec![
+            capable(entry(0, "m", "up-a", &[]), true, false),
+            capable(entry(1, "m", "up-b", &[]), true, false),
+        ],
+        vec![vec![Step::Fail(503), Step::FailFirstChunk], vec![]],
+    );
+    let answer = h
+        .whole(Endpoint::Completions, json!({"model": "m", "prompt": "hi"}))
+        .await;
+    assert_eq!(answer["choices"][0]["text"], "from m#1");
+    assert_eq!(answer["model"], "m");
+    assert!(answer.get("provider").is_none());
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].body["model"], "up-a");
+    assert_eq!(calls[1].body["model"], "up-b");
+    // Not streamed: no stream_options asked of the upstream.
+    assert!(calls[1].body.get("stream_options").is_none());
+
+    // Round robin starts this one at entry 1; entry 0's stream fails before
+    // its first chunk later, and the next request still gets its answer.
+    let body = json!({"model": "m", "prompt": "hi", "stream": true});
+    for expected in ["from m#1", "from m#1"] {
+        let Ok(ChatResponse::Stream(stream)) = h.serve(Endpoint::Completions, body.clone()).await
+        else {
+            panic!("expected a stream")
+        };
+        let chunks = collect(stream).await;
+        let chunks: Vec<Value> = chunks.into_iter().map(Result::unwrap).collect();
+        assert_eq!(chunks[0]["choices"][0]["text"], expected);
+        assert!(chunks.iter().all(|chunk| chunk["model"] == "m"));
+    }
+    let calls = h.calls();
+    assert!(calls.iter().all(|call| call.stream));
+    assert!(calls
+        .iter()
+        .all(|call| call.body["stream_options"] == json!({"include_usage": true})));
+    let labels: Vec<&str> = calls.iter().map(|call| call.label.as_str()).collect();
+    assert_eq!(labels, ["m#1", "m#0", "m#1"]);
+}
+
+#[tokio::test]
+async fn a_provider_without_the_endpoint_answers_unsupported_and_the_next_entry_serves() {
+    let config_with = config;
+    let config = config_with(vec![
+        capable(entry(0, "m", "up-a", &[]), false, true),
+        capable(entry(1, "m", "up-b", &[]), false, true),
+    ]);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let router = Router::new(&config, &|entry: &ModelEntry| {
+        if entry.index == 0 {
+            return Ok(Arc::new(ChatOnly) as Arc<dyn Provider>);
+        }
+        Ok(Arc::new(Scripted {
+            label: "b".into(),
+            steps: Mutex::new(VecDeque::new()),
+            log: Arc::clone(&log),
+        }) as Arc<dyn Provider>)
+    })
+    .unwrap();
+    let key = router.authenticate(Some(b"Bearer sk-test")).unwrap();
+    let body = serde_json::to_vec(&json!({"model": "m", "input": "x"})).unwrap();
+    // Whichever entry round robin starts at, entry 1 answers: the guard
+    // forwards `embed` to its own method, and entry 0's default answer
+    // (unsupported) fails over without touching its health.
+    for _ in 0..3 {
+        let Ok(ChatResponse::Complete(answer)) = router.embeddings(&key, &body).await.result else {
+            panic!("expected an answer")
+        };
+        assert_eq!(answer.0["data"][0]["embedding"], "b");
+    }
+    assert_eq!(log.lock().unwrap().len(), 3);
+
+    // Alone, the chat-only provider's answer reaches the client as such.
+    let config = config_with(vec![capable(entry(0, "m", "up-a", &[]), false, true)]);
+    let router = Router::new(&config, &|_: &ModelEntry| {
+        Ok(Arc::new(ChatOnly) as Arc<dyn Provider>)
+    })
+    .unwrap();
+    let error = router.embeddings(&key, &body).await.result.unwrap_err();
+    let ChatError::Upstream { source } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(source.kind(), ErrorKind::Unsupported);
 }

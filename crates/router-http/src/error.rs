@@ -135,6 +135,17 @@ impl ApiError {
                 "model_not_found",
                 error.to_string(),
             ),
+            // The model exists: what the client asked of it is the problem,
+            // and no retry changes that.
+            ChatError::ModelNotSupported { .. } => Self {
+                param: Some("model".to_owned()),
+                ..Self::new(
+                    StatusCode::BAD_REQUEST,
+                    INVALID_REQUEST,
+                    "model_not_supported",
+                    error.to_string(),
+                )
+            },
             ChatError::Refused { refusal } => Self::from_refusal(refusal),
             ChatError::Upstream { source } => Self::from_provider(source),
             ChatError::AllFailed { last, .. } => Self {
@@ -354,6 +365,13 @@ impl ApiError {
                 SERVER_ERROR,
                 "upstream_timeout",
             ),
+            // An entry declares an endpoint its provider does not serve:
+            // to the client, the model does not support it.
+            ErrorKind::Unsupported => (
+                StatusCode::BAD_REQUEST,
+                INVALID_REQUEST,
+                "model_not_supported",
+            ),
         };
         Self {
             retry_after: if status == StatusCode::TOO_MANY_REQUESTS {
@@ -556,6 +574,7 @@ fn retry_after_seconds(after: Duration) -> u64 {
 mod tests {
     use super::*;
     use router_core::limits::{LimitName, Scope, Window};
+    use router_core::provider::Endpoint;
     use serde_json::{json, Value};
 
     fn check(error: ApiError, status: u16, body: Value, headers: &[(&str, &str)]) {
@@ -686,6 +705,20 @@ mod tests {
                 INVALID_REQUEST,
                 Value::Null,
                 "model_not_found",
+            ),
+            &[],
+        );
+        check(
+            ApiError::from_chat(&ChatError::ModelNotSupported {
+                model: "gpt-4o".into(),
+                endpoint: Endpoint::Embeddings,
+            }),
+            400,
+            body(
+                "Model gpt-4o does not support /v1/embeddings.",
+                INVALID_REQUEST,
+                json!("model"),
+                "model_not_supported",
             ),
             &[],
         );
@@ -844,6 +877,19 @@ mod tests {
                 SERVER_ERROR,
                 Value::Null,
                 "upstream_unreachable",
+            ),
+            &[],
+        );
+        check(
+            upstream(ProviderError::Unsupported {
+                endpoint: Endpoint::Completions,
+            }),
+            400,
+            body(
+                "this provider does not serve /v1/completions",
+                INVALID_REQUEST,
+                Value::Null,
+                "model_not_supported",
             ),
             &[],
         );

@@ -13,6 +13,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use router_core::provider::Endpoint;
 use router_core::{ChatError, ChatResponse, ChunkStream, Router};
 use time::format_description::FormatItem;
 use time::macros::format_description;
@@ -24,7 +25,6 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::{query, ratelimit, HttpConfig};
 
-const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 const MODELS_PATH: &str = "/v1/models";
 const USAGE_PATH: &str = "/v1/usage";
 const METRICS_PATH: &str = "/metrics";
@@ -61,7 +61,9 @@ enum Route<'a> {
     Models,
     /// `/v1/models/{id}`; the id may itself contain `/` (`org/model`).
     Model(&'a str),
-    ChatCompletions,
+    /// `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`: the
+    /// engine's endpoints, served alike.
+    Engine(Endpoint),
     Usage,
     Metrics,
 }
@@ -71,7 +73,9 @@ impl<'a> Route<'a> {
         match path {
             "/health" => Some(Self::Health),
             MODELS_PATH => Some(Self::Models),
-            CHAT_COMPLETIONS_PATH => Some(Self::ChatCompletions),
+            "/v1/chat/completions" => Some(Self::Engine(Endpoint::ChatCompletions)),
+            "/v1/completions" => Some(Self::Engine(Endpoint::Completions)),
+            "/v1/embeddings" => Some(Self::Engine(Endpoint::Embeddings)),
             USAGE_PATH => Some(Self::Usage),
             METRICS_PATH => Some(Self::Metrics),
             _ => path
@@ -84,7 +88,7 @@ impl<'a> Route<'a> {
     /// The `Allow` header of a 405 on this route.
     fn allow(self) -> &'static str {
         match self {
-            Self::ChatCompletions => "POST, OPTIONS",
+            Self::Engine(_) => "POST, OPTIONS",
             Self::Health | Self::Models | Self::Model(_) | Self::Usage | Self::Metrics => {
                 "GET, HEAD, OPTIONS"
             }
@@ -98,7 +102,9 @@ impl<'a> Route<'a> {
             Some(Self::Health) => "health",
             Some(Self::Models) => "models",
             Some(Self::Model(_)) => "model",
-            Some(Self::ChatCompletions) => "chat_completions",
+            Some(Self::Engine(Endpoint::ChatCompletions)) => "chat_completions",
+            Some(Self::Engine(Endpoint::Completions)) => "completions",
+            Some(Self::Engine(Endpoint::Embeddings)) => "embeddings",
             Some(Self::Usage) => "usage",
             Some(Self::Metrics) => "metrics",
             None => "unknown",
@@ -195,7 +201,9 @@ impl Handler {
                     None => refuse(ApiError::model_not_found(&id), method, path),
                 }
             }
-            Route::ChatCompletions if method == Method::POST => self.chat(request).await,
+            Route::Engine(endpoint) if method == Method::POST => {
+                self.engine(endpoint, request).await
+            }
             Route::Usage if readable => self.usage(&request).await,
             Route::Metrics => match self.config.metrics.as_deref() {
                 // Without metrics the route does not exist.
@@ -215,13 +223,16 @@ impl Handler {
         }
     }
 
-    async fn chat<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    /// A request for the engine: chat completions, text completions or
+    /// embeddings, each checked, read and answered the same way.
+    async fn engine<B>(&self, endpoint: Endpoint, request: Request<B>) -> Response<ResponseBody>
     where
         B: Body,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
+        let path = endpoint.path();
         let fail = |error: ApiError, cause: &dyn std::fmt::Display| {
-            error.log(&Method::POST, CHAT_COMPLETIONS_PATH, cause);
+            error.log(&Method::POST, path, cause);
             error.into_response()
         };
         // The engine parses the scheme and compares in constant time; we only
@@ -236,14 +247,14 @@ impl Handler {
         };
 
         // Checked before the body is read: a form or a file upload is not a
-        // chat request, however it parses.
+        // request for the engine, however it parses.
         if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
             if !is_json(content_type) {
                 let shown = String::from_utf8_lossy(content_type.as_bytes());
                 return refuse(
                     ApiError::unsupported_media_type(&shown),
                     &Method::POST,
-                    CHAT_COMPLETIONS_PATH,
+                    path,
                 );
             }
         }
@@ -251,11 +262,7 @@ impl Handler {
         let limit = self.config.max_body_bytes;
         // A declared Content-Length over the cap is refused before reading a byte.
         if request.body().size_hint().lower() > limit as u64 {
-            return refuse(
-                ApiError::body_too_large(limit),
-                &Method::POST,
-                CHAT_COMPLETIONS_PATH,
-            );
+            return refuse(ApiError::body_too_large(limit), &Method::POST, path);
         }
         let body = match Limited::new(request.into_body(), limit).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -269,7 +276,7 @@ impl Handler {
         // gets a 503 rather than a vanished connection; dropping the engine's
         // future cancels the upstream call and settles its usage.
         let outcome = tokio::select! {
-            outcome = self.router.chat(&client, &body) => outcome,
+            outcome = self.router.serve(endpoint, &client, &body) => outcome,
             () = self.shutdown.when_cut_off() => {
                 self.shutdown.count_ended();
                 return fail(ApiError::server_shutdown(), &"shutdown timeout expired");
@@ -482,7 +489,15 @@ mod tests {
             "/v1/models/openai/gpt-4o",
             Some(Route::Model("openai/gpt-4o")),
         );
-        check("/v1/chat/completions", Some(Route::ChatCompletions));
+        check(
+            "/v1/chat/completions",
+            Some(Route::Engine(Endpoint::ChatCompletions)),
+        );
+        check(
+            "/v1/completions",
+            Some(Route::Engine(Endpoint::Completions)),
+        );
+        check("/v1/embeddings", Some(Route::Engine(Endpoint::Embeddings)));
         check("/v1/usage", Some(Route::Usage));
         check("/metrics", Some(Route::Metrics));
         check("/v1/usage/", None);
@@ -491,7 +506,8 @@ mod tests {
         check("/v1/chat/completions/", None);
         check("/health/", None);
         check("/", None);
-        check("/v1/completions", None);
+        check("/v1/completions/", None);
+        check("/v1/embeddings/", None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! - the engine's usage records (it is a [`UsageSink`]: the server hands it
 //!   to the engine next to the ledger with [`router_core::usage::FanOut`]),
-//!   one per chat request, which carry the model, outcome, tokens, cost,
+//!   one per request (chat, text completion or embeddings), which carry the model, outcome, tokens, cost,
 //!   latencies and the limit that refused;
 //! - the HTTP layer itself: responses by route and status, and the requests
 //!   in flight.
@@ -186,7 +186,7 @@ impl Metrics {
         let requests = Family::default();
         registry.register(
             "requests",
-            "Chat requests by client-facing model and outcome (ok, invalid, refused, \
+            "Requests (chat, completions, embeddings) by client-facing model and outcome (ok, invalid, refused, \
              upstream_failed, stream_failed, client_gone)",
             Family::clone(&requests),
         );
@@ -229,7 +229,7 @@ impl Metrics {
         let usage_records = Counter::default();
         registry.register(
             "usage_records",
-            "Usage records written (one per authenticated chat request)",
+            "Usage records written (one per authenticated request)",
             usage_records.clone(),
         );
         let usage_records_estimated = Counter::default();

@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use router_core::config::{ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
+use router_core::config::{Capabilities, ClientKeyConfig, LimitsConfig, ModelEntry, ServerConfig};
 use router_core::provider::ChunkStream;
 use router_core::{
     Chunk, Completion, Config, JsonObject, Provider, ProviderError, ProviderRequest, Router, Secret,
@@ -162,6 +162,47 @@ impl Provider for TestProvider {
             item
         })))
     }
+
+    async fn complete_text(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .push(request.body.clone());
+        Ok(Completion(object(json!({
+            "id": "cmpl-1", "object": "text_completion", "model": request.body["model"],
+            "choices": [{"index": 0, "text": "Hello", "logprobs": null, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }))))
+    }
+
+    async fn stream_text(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .push(request.body.clone());
+        let chunk = |text: &str| {
+            Ok(Chunk(object(json!({
+                "id": "cmpl-1", "object": "text_completion", "model": "upstream-name",
+                "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": null}],
+            }))))
+        };
+        Ok(Box::pin(stream::iter([chunk("Hel"), chunk("lo")])))
+    }
+
+    async fn embed(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .push(request.body.clone());
+        Ok(Completion(object(json!({
+            "object": "list", "model": request.body["model"],
+            "data": [{"object": "embedding", "index": 0, "embedding": "AACAPw=="}],
+            "usage": {"prompt_tokens": 1, "total_tokens": 1},
+        }))))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -169,6 +210,12 @@ impl Provider for TestProvider {
 
 fn entry(index: usize, name: &str) -> ModelEntry {
     ModelEntry {
+        // `echo` serves every endpoint; the others chat only.
+        capabilities: Capabilities {
+            completion: name == "echo",
+            embedding: name == "echo",
+            ..Capabilities::default()
+        },
         index,
         id: index as u64 + 1,
         provider_model_name: format!("{name}-upstream"),
@@ -708,6 +755,130 @@ async fn a_complete_answer_is_json_with_the_client_facing_model() {
     let requests = server.shared.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0]["model"], "echo-upstream");
+    assert!(server.stop().await.drained);
+}
+
+#[tokio::test]
+async fn embeddings_and_text_completions_are_served_like_chat() {
+    let server = start_default().await;
+    let client = http1_client();
+    let post = |path: &str, body: Value| {
+        request(
+            Method::POST,
+            &server.url(path),
+            Some(KEY),
+            &body.to_string(),
+        )
+    };
+
+    let body = json!({"model": "echo", "input": ["a", "b"], "encoding_format": "base64"});
+    let answer = send(&client, post("/v1/embeddings", body)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert!(answer.header("x-request-id").is_some());
+    let json = answer.json();
+    assert_eq!(json["model"], "echo");
+    assert_eq!(json["data"][0]["embedding"], "AACAPw==");
+    let sent = server.shared.requests.lock().unwrap().clone();
+    assert_eq!(
+        Value::Object(sent[0].clone()),
+        json!({"model": "echo-upstream", "input": ["a", "b"], "encoding_format": "base64"})
+    );
+
+    let body = json!({"model": "echo", "prompt": "Say"});
+    let answer = send(&client, post("/v1/completions", body)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let json = answer.json();
+    assert_eq!(json["model"], "echo");
+    assert_eq!(json["choices"][0]["text"], "Hello");
+
+    let body = json!({"model": "echo", "prompt": "Say", "stream": true});
+    let answer = send(&client, post("/v1/completions", body)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let events = events(&answer);
+    assert_eq!(events.len(), 3, "{events:?}");
+    for (event, text) in events.iter().zip(["Hel", "lo"]) {
+        let json: Value = serde_json::from_str(event.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(json["model"], "echo");
+        assert_eq!(json["choices"][0]["text"], text);
+    }
+    assert_eq!(events[2], "data: [DONE]");
+    assert!(server.stop().await.drained);
+}
+
+#[tokio::test]
+async fn endpoint_errors_are_openai_errors() {
+    let server = start_default().await;
+    let client = http1_client();
+    let post = |path: &str, key: Option<&str>, body: Value| {
+        request(Method::POST, &server.url(path), key, &body.to_string())
+    };
+
+    // A model none of whose entries declares the endpoint.
+    let answer = send(
+        &client,
+        post(
+            "/v1/embeddings",
+            Some(KEY),
+            json!({"model": "slow", "input": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        answer.error(),
+        json!({"message": "Model slow does not support /v1/embeddings.",
+            "type": "invalid_request_error", "param": "model", "code": "model_not_supported"})
+    );
+    let answer = send(
+        &client,
+        post(
+            "/v1/completions",
+            Some(KEY),
+            json!({"model": "slow", "prompt": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.error()["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/completions"));
+
+    // A bad `input` names the field.
+    let answer = send(
+        &client,
+        post(
+            "/v1/embeddings",
+            Some(KEY),
+            json!({"model": "echo", "input": [1, "a"]}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.error()["param"], "input[1]");
+
+    // Authentication first, and only POST.
+    let answer = send(
+        &client,
+        post(
+            "/v1/embeddings",
+            None,
+            json!({"model": "echo", "input": "x"}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    for path in ["/v1/embeddings", "/v1/completions"] {
+        let answer = send(
+            &client,
+            request(Method::GET, &server.url(path), Some(KEY), ""),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(answer.header("allow"), Some("POST, OPTIONS"));
+    }
+    assert!(server.shared.requests.lock().unwrap().is_empty());
     assert!(server.stop().await.drained);
 }
 

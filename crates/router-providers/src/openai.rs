@@ -1,6 +1,10 @@
 //! The OpenAI-compatible adapter: `POST {base_url}/chat/completions` on any
 //! upstream that speaks the Chat Completions API (OpenAI, Gemini's OpenAI
-//! endpoint, OpenRouter, vLLM, Ollama, ...).
+//! endpoint, OpenRouter, vLLM, Ollama, ...), and beside it
+//! `{base_url}/completions` (text completions, streamed or not) and
+//! `{base_url}/embeddings`. An entry with `base_url_direct` names one URL,
+//! its chat endpoint, so it serves chat only: the others answer
+//! `ProviderError::Unsupported`.
 //!
 //! The engine has already rewritten the body for the entry (`model`,
 //! thinking mapping, `stream`, `stream_options`), so this adapter sends it as
@@ -42,7 +46,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use router_core::config::{ModelEntry, Timeouts};
-use router_core::provider::{ChunkStream, JsonObject};
+use router_core::provider::{ChunkStream, Endpoint, JsonObject};
 use router_core::{Chunk, Completion, Provider, ProviderError, ProviderRequest};
 use serde_json::Value;
 use tokio::time::{Instant, Sleep};
@@ -92,6 +96,10 @@ pub struct OpenAiProvider {
     client: HttpClient,
     /// Computed once: the chat completions endpoint of the entry.
     url: Uri,
+    /// `{base_url}/completions`; `None` for a direct `base_url`.
+    completions_url: Option<Uri>,
+    /// `{base_url}/embeddings`; `None` for a direct `base_url`.
+    embeddings_url: Option<Uri>,
     timeouts: Timeouts,
 }
 
@@ -113,12 +121,22 @@ impl OpenAiProvider {
     pub fn new(client: HttpClient, entry: &ModelEntry) -> Result<Self, BuildError> {
         let base = entry.base_url.as_ref().ok_or(BuildError::MissingBaseUrl)?;
         let url = chat_completions_url(base, entry.base_url_direct)?;
+        let (completions_url, embeddings_url) = if entry.base_url_direct {
+            (None, None)
+        } else {
+            (
+                Some(endpoint_url(base, "completions")?),
+                Some(endpoint_url(base, "embeddings")?),
+            )
+        };
         let client = client
             .with_connect_timeout(entry.timeouts.connect)
             .map_err(|source| BuildError::Client { source })?;
         Ok(Self {
             client,
             url,
+            completions_url,
+            embeddings_url,
             timeouts: entry.timeouts,
         })
     }
@@ -135,6 +153,7 @@ impl OpenAiProvider {
 
     fn request(
         &self,
+        url: &Uri,
         request: ProviderRequest,
         stream: bool,
     ) -> Result<Request<Full<Bytes>>, ProviderError> {
@@ -148,7 +167,7 @@ impl OpenAiProvider {
         } else {
             "application/json"
         };
-        let mut builder = Request::post(self.url.clone())
+        let mut builder = Request::post(url.clone())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(ACCEPT, HeaderValue::from_static(accept))
             .header(USER_AGENT, USER_AGENT_VALUE.clone());
@@ -184,9 +203,10 @@ impl OpenAiProvider {
 
     async fn complete_within_deadline(
         &self,
+        url: &Uri,
         request: ProviderRequest,
     ) -> Result<Completion, ProviderError> {
-        let request = self.request(request, false)?;
+        let request = self.request(url, request, false)?;
         let response = self.send(request).await?;
         let (head, body) = response.into_parts();
         if !head.status.is_success() {
@@ -205,8 +225,12 @@ impl OpenAiProvider {
         parse_completion(&bytes).map(Completion)
     }
 
-    async fn open_stream(&self, request: ProviderRequest) -> Result<Incoming, ProviderError> {
-        let request = self.request(request, true)?;
+    async fn open_stream(
+        &self,
+        url: &Uri,
+        request: ProviderRequest,
+    ) -> Result<Incoming, ProviderError> {
+        let request = self.request(url, request, true)?;
         let response = self.send(request).await?;
         let (head, body) = response.into_parts();
         if !head.status.is_success() {
@@ -223,22 +247,29 @@ impl OpenAiProvider {
         }
         Ok(body)
     }
-}
 
-#[async_trait]
-impl Provider for OpenAiProvider {
-    async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+    /// One whole answer from `url`, within the `total` timeout.
+    async fn complete_at(
+        &self,
+        url: &Uri,
+        request: ProviderRequest,
+    ) -> Result<Completion, ProviderError> {
         let after = self.timeouts.total;
-        tokio::time::timeout(after, self.complete_within_deadline(request))
+        tokio::time::timeout(after, self.complete_within_deadline(url, request))
             .await
             .unwrap_or(Err(ProviderError::Timeout { after }))
     }
 
-    async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+    /// A stream of chunks from `url`; the `total` timeout covers its end.
+    async fn stream_at(
+        &self,
+        url: &Uri,
+        request: ProviderRequest,
+    ) -> Result<ChunkStream, ProviderError> {
         let total = self.timeouts.total;
         // One deadline for the whole attempt: the head here, the chunks later.
         let deadline = Instant::now() + total;
-        let body = tokio::time::timeout_at(deadline, self.open_stream(request))
+        let body = tokio::time::timeout_at(deadline, self.open_stream(url, request))
             .await
             .unwrap_or(Err(ProviderError::Timeout { after: total }))?;
         let idle_timeout = self.timeouts.idle;
@@ -253,9 +284,53 @@ impl Provider for OpenAiProvider {
     }
 }
 
+/// `Unsupported` for an endpoint this entry has no URL for.
+fn endpoint_of(url: Option<&Uri>, endpoint: Endpoint) -> Result<&Uri, ProviderError> {
+    url.ok_or(ProviderError::Unsupported { endpoint })
+}
+
+#[async_trait]
+impl Provider for OpenAiProvider {
+    async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        self.complete_at(&self.url, request).await
+    }
+
+    async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        self.stream_at(&self.url, request).await
+    }
+
+    async fn complete_text(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        let url = endpoint_of(self.completions_url.as_ref(), Endpoint::Completions)?;
+        self.complete_at(url, request).await
+    }
+
+    async fn stream_text(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
+        let url = endpoint_of(self.completions_url.as_ref(), Endpoint::Completions)?;
+        self.stream_at(url, request).await
+    }
+
+    async fn embed(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
+        let url = endpoint_of(self.embeddings_url.as_ref(), Endpoint::Embeddings)?;
+        self.complete_at(url, request).await
+    }
+}
+
 /// `base_url + "/chat/completions"` (one slash, whatever `base_url` ends
 /// with; a query string stays at the end), or `base_url` itself when direct.
 pub fn chat_completions_url(base: &Url, direct: bool) -> Result<Uri, BuildError> {
+    if direct {
+        return join(base, None);
+    }
+    endpoint_url(base, "chat/completions")
+}
+
+/// `base_url + "/" + path`, with one slash whatever `base_url` ends with; a
+/// query string stays at the end.
+pub fn endpoint_url(base: &Url, path: &str) -> Result<Uri, BuildError> {
+    join(base, Some(path))
+}
+
+fn join(base: &Url, path: Option<&str>) -> Result<Uri, BuildError> {
     match base.scheme() {
         "http" | "https" => {}
         other => {
@@ -266,8 +341,8 @@ pub fn chat_completions_url(base: &Url, direct: bool) -> Result<Uri, BuildError>
     }
     let mut url = base.clone();
     url.set_fragment(None);
-    if !direct {
-        let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
+    if let Some(path) = path {
+        let path = format!("{}/{path}", url.path().trim_end_matches('/'));
         url.set_path(&path);
     }
     url.as_str()
@@ -618,6 +693,24 @@ mod tests {
             "https://api.example.com/custom/path/",
             true,
             "https://api.example.com/custom/path/",
+        );
+    }
+
+    #[test]
+    fn endpoint_urls_join_like_chat() {
+        let check = |base: &str, path: &str, expected: &str| {
+            let base = Url::parse(base).unwrap();
+            assert_eq!(endpoint_url(&base, path).unwrap().to_string(), expected);
+        };
+        check(
+            "https://api.example.com/v1/",
+            "embeddings",
+            "https://api.example.com/v1/embeddings",
+        );
+        check(
+            "https://x.example.com/openai/deployments/d?api-version=2024-06-01",
+            "completions",
+            "https://x.example.com/openai/deployments/d/completions?api-version=2024-06-01",
         );
     }
 

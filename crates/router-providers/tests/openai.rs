@@ -928,3 +928,78 @@ async fn an_entrys_timeouts_beat_the_servers() {
     // The other entry keeps the server's 10 s and gets its answer.
     assert!(patient.complete(request(false, None)).await.is_ok());
 }
+
+fn body_of(value: Value) -> ProviderRequest {
+    ProviderRequest {
+        body: object(value),
+        api_key: Some(Secret::new("sk-test-123")),
+    }
+}
+
+#[tokio::test]
+async fn embeddings_and_text_completions_go_to_their_own_paths() {
+    let upstream = Upstream::start(|sent| match sent.path_and_query.as_str() {
+        "/v1/embeddings" => Reply::json(200, fixture("embeddings.json")),
+        _ if sent.headers["accept"] == "text/event-stream" => {
+            Reply::sse(fixture("text_completion_stream.sse"))
+        }
+        _ => Reply::json(200, fixture("text_completion.json")),
+    })
+    .await;
+    let provider = provider(&upstream);
+
+    let embed = json!({"model": "text-embedding-3-small", "input": ["a", "b"],
+        "encoding_format": "base64", "unknown": {"kept": true}});
+    let Completion(answer) = provider.embed(body_of(embed.clone())).await.unwrap();
+    let expected: Value = serde_json::from_slice(&fixture("embeddings.json")).unwrap();
+    assert_eq!(Value::Object(answer), expected);
+
+    let prompt = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test"});
+    let Completion(answer) = provider
+        .complete_text(body_of(prompt.clone()))
+        .await
+        .unwrap();
+    let expected: Value = serde_json::from_slice(&fixture("text_completion.json")).unwrap();
+    assert_eq!(Value::Object(answer), expected);
+
+    let chunks = drain(provider.stream_text(body_of(prompt.clone())).await.unwrap()).await;
+    let chunks: Vec<Value> = chunks.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        chunks,
+        expected_chunks(&fixture("text_completion_stream.sse"))
+    );
+
+    let requests = upstream.requests();
+    let paths: Vec<&str> = requests
+        .iter()
+        .map(|sent| sent.path_and_query.as_str())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/v1/embeddings", "/v1/completions", "/v1/completions"]
+    );
+    // The bodies go up as the engine made them: `encoding_format` and the
+    // unknown field untouched.
+    let sent: Value = serde_json::from_slice(&requests[0].body).unwrap();
+    assert_eq!(sent, embed);
+    assert_eq!(requests[0].headers["authorization"], "Bearer sk-test-123");
+    assert_eq!(requests[2].headers["accept"], "text/event-stream");
+}
+
+#[tokio::test]
+async fn a_direct_base_url_serves_chat_only() {
+    let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_completion.json"))).await;
+    let provider = provider_with(&upstream, "/custom/endpoint", true, SETTINGS);
+    let body = || body_of(json!({"model": "m", "input": "x", "prompt": "x"}));
+    for error in [
+        provider.embed(body()).await.unwrap_err(),
+        provider.complete_text(body()).await.unwrap_err(),
+    ] {
+        assert_eq!(error.kind(), ErrorKind::Unsupported, "{error}");
+    }
+    assert!(matches!(
+        provider.stream_text(body()).await,
+        Err(ProviderError::Unsupported { .. })
+    ));
+    assert!(upstream.requests().is_empty());
+}

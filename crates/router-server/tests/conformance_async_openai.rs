@@ -27,6 +27,8 @@ use async_openai::types::chat::{
     ChatCompletionStreamOptions, CreateChatCompletionRequest, CreateChatCompletionRequestArgs,
     FinishReason,
 };
+use async_openai::types::completions::CreateCompletionRequestArgs;
+use async_openai::types::embeddings::{CreateEmbeddingRequestArgs, EncodingFormat};
 use async_openai::Client;
 use futures_util::StreamExt;
 
@@ -41,6 +43,8 @@ models:
     enabled: true
     visible: true
     supports_chat: true
+    supports_completion: true
+    supports_embedding: true
 api_keys:
   - id: 1
     key: sk-router-dev-key
@@ -353,5 +357,117 @@ async fn unknown_model_is_an_api_error() {
             "expected a 404 ApiError, got {other:?}\n{}",
             server.output()
         ),
+    }
+}
+
+#[tokio::test]
+async fn embeddings_parse_strictly_as_floats_and_as_base64() {
+    let server = RouterServer::start();
+    let client = server.client(CLIENT_KEY);
+    let request = CreateEmbeddingRequestArgs::default()
+        .model(MODEL)
+        .input(vec!["first text", "second text"])
+        .build()
+        .expect("an embeddings request");
+    let response = client
+        .embeddings()
+        .create(request)
+        .await
+        .unwrap_or_else(|error| panic!("{error}; server output:\n{}", server.output()));
+    assert_eq!(response.model, MODEL);
+    assert_eq!(response.object, "list");
+    assert_eq!(response.data.len(), 2);
+    assert_eq!(response.data[1].index, 1);
+    assert_eq!(response.data[0].embedding.len(), 8);
+    assert!(response.usage.prompt_tokens > 0);
+    assert_eq!(response.usage.total_tokens, response.usage.prompt_tokens);
+
+    let request = CreateEmbeddingRequestArgs::default()
+        .model(MODEL)
+        .input("first text")
+        .encoding_format(EncodingFormat::Base64)
+        .build()
+        .expect("an embeddings request");
+    let response = client
+        .embeddings()
+        .create_base64(request)
+        .await
+        .unwrap_or_else(|error| panic!("{error}; server output:\n{}", server.output()));
+    assert_eq!(response.data.len(), 1);
+    // 8 little-endian f32s: 32 bytes, 44 base64 characters.
+    assert_eq!(response.data[0].embedding.0.len(), 44);
+}
+
+#[tokio::test]
+async fn text_completions_parse_strictly_whole_and_streamed() {
+    let server = RouterServer::start();
+    let client = server.client(CLIENT_KEY);
+    let request = CreateCompletionRequestArgs::default()
+        .model(MODEL)
+        .prompt(PROMPT)
+        .build()
+        .expect("a completion request");
+    let response = client
+        .completions()
+        .create(request)
+        .await
+        .unwrap_or_else(|error| panic!("{error}; server output:\n{}", server.output()));
+    assert_eq!(response.model, MODEL);
+    assert_eq!(response.object, "text_completion");
+    assert_eq!(response.choices.len(), 1);
+    assert_eq!(response.choices[0].text, expected_content());
+    let usage = response.usage.expect("usage");
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
+
+    let request = CreateCompletionRequestArgs::default()
+        .model(MODEL)
+        .prompt(PROMPT)
+        .stream(true)
+        .build()
+        .expect("a completion request");
+    let mut stream = client
+        .completions()
+        .create_stream(request)
+        .await
+        .unwrap_or_else(|error| panic!("{error}; server output:\n{}", server.output()));
+    let mut text = String::new();
+    let mut chunks = 0;
+    let mut usage_chunks = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.unwrap_or_else(|error| panic!("{error}; server output:\n{}", server.output()));
+        assert_eq!(chunk.model, MODEL);
+        chunks += 1;
+        usage_chunks += usize::from(chunk.usage.is_some());
+        for choice in &chunk.choices {
+            text.push_str(&choice.text);
+        }
+    }
+    assert_eq!(text, expected_content());
+    assert!(chunks > 2, "{chunks} chunks: not streamed");
+    assert_eq!(usage_chunks, 1);
+}
+
+#[tokio::test]
+async fn embeddings_of_an_unknown_model_are_an_api_error() {
+    let server = RouterServer::start();
+    let request = CreateEmbeddingRequestArgs::default()
+        .model("no-such-model")
+        .input("x")
+        .build()
+        .expect("an embeddings request");
+    match server.client(CLIENT_KEY).embeddings().create(request).await {
+        Err(OpenAIError::ApiError(error)) => {
+            assert_eq!(error.status_code.as_u16(), 404, "{error}");
+            assert_eq!(
+                error.api_error.code.as_deref(),
+                Some("model_not_found"),
+                "{error}"
+            );
+        }
+        other => panic!("expected an API error, got {other:?}"),
     }
 }

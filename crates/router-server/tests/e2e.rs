@@ -682,3 +682,143 @@ async fn one_worker_thread_serves_on_the_current_thread_scheduler() {
     let status = router.wait(Duration::from_secs(10)).expect("router exited");
     assert!(status.success(), "{status:?}\n{}", router.logs());
 }
+
+fn text_chunk(text: &str) -> Value {
+    json!({"id": "cmpl-up", "object": "text_completion", "created": 1, "model": "upstream-name",
+        "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": null}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_and_completions_fail_over_keep_limits_and_leave_their_books() {
+    let upstream = Upstream::start(|request| {
+        let body = body_json(request);
+        match request.path_and_query.as_str() {
+            "/v1/embeddings" => Reply::json(
+                200,
+                json!({"object": "list", "model": body["model"],
+                    "data": [{"object": "embedding", "index": 0, "embedding": "AACAPw=="}],
+                    "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+                .to_string(),
+            ),
+            "/v1/completions" if body["stream"] == true => {
+                let usage = json!({"id": "cmpl-up", "object": "text_completion", "created": 1,
+                    "model": "upstream-name", "choices": [],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}});
+                Reply::sse(sse(&[text_chunk("Hel"), text_chunk("lo"), usage], true))
+            }
+            "/v1/completions" => Reply::json(
+                200,
+                json!({"id": "cmpl-up", "object": "text_completion", "created": 1,
+                    "model": body["model"],
+                    "choices": [{"index": 0, "text": "Hello", "logprobs": null, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}})
+                .to_string(),
+            ),
+            _ => Reply::json(404, r#"{"error":{"message":"no such path"}}"#),
+        }
+    })
+    .await;
+    let flags = "    supports_embedding: true\n    supports_completion: true\n";
+    // The first entry is unreachable: every request it is tried on fails over.
+    let models = entry("m", "http://127.0.0.1:1/v1", &["dead-key"], flags)
+        + &entry("m", &upstream.url("/v1"), &["live-key"], flags)
+        + &entry("chat-only", &upstream.url("/v1"), &[], "");
+    // 200 tokens a minute: room for small prompts, never for a 500-token answer.
+    let config = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\nlimits:\n  flush_interval: 50ms\nmodels:\n{models}\napi_keys:\n  - id: 1\n    key: {KEY}\n    name: e2e\n    is_active: true\n    tpm: 200\n"
+    );
+    let router = RouterProcess::start(&config);
+    let post = |path: &str, body: Value| {
+        let url = router.url(path);
+        async move { call("POST", &url, Some(KEY), &body.to_string()).await }
+    };
+
+    // Embeddings: the client's name back, encoding_format passed through.
+    let body = json!({"model": "m", "input": ["hello", "world"], "encoding_format": "base64",
+        "max_tokens": 500});
+    for _ in 0..2 {
+        let answer = post("/v1/embeddings", body.clone()).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let value = answer.json();
+        assert_eq!(value["model"], "m");
+        assert_eq!(value["data"][0]["embedding"], "AACAPw==");
+        assert!(answer.headers.contains_key("x-ratelimit-remaining-tokens"));
+    }
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    let mut expected = body.clone();
+    expected["model"] = json!("upstream-name");
+    assert_eq!(body_json(&seen[0]), expected);
+    assert_eq!(header(&seen[0], "authorization"), Some("Bearer live-key"));
+
+    // Completions, whole and streamed.
+    let answer = post(
+        "/v1/completions",
+        json!({"model": "m", "prompt": "Say", "max_tokens": 16}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["choices"][0]["text"], "Hello");
+    assert_eq!(answer.json()["model"], "m");
+    let answer = post(
+        "/v1/completions",
+        json!({"model": "m", "prompt": "Say", "max_tokens": 16, "stream": true}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let text = answer.text();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|event| !event.is_empty() && !event.starts_with(':'))
+        .collect();
+    assert_eq!(events.len(), 4, "{text}");
+    assert_eq!(events[3], "data: [DONE]");
+    for event in &events[..3] {
+        let value: Value = serde_json::from_str(event.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(value["model"], "m");
+    }
+    let sent = body_json(upstream.requests().last().unwrap());
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+
+    // A completion reserves its answer: 500 tokens never fit in 200.
+    let answer = post(
+        "/v1/completions",
+        json!({"model": "m", "prompt": "Say", "max_tokens": 500}),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], "request_too_large");
+    // A model without the flag.
+    let answer = post(
+        "/v1/embeddings",
+        json!({"model": "chat-only", "input": "x"}),
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["code"], "model_not_supported");
+    assert_eq!(upstream.requests().len(), 4);
+
+    // The books: one ledger row per request, the upstream's usage to the token.
+    let mut usage = Value::Null;
+    for _ in 0..100 {
+        usage = call("GET", &router.url("/v1/usage"), Some(KEY), "")
+            .await
+            .json();
+        if usage["today"]["prompt_tokens"] == 3 + 3 + 5 + 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(usage["today"]["prompt_tokens"], 16, "{usage}");
+    assert_eq!(usage["today"]["completion_tokens"], 5, "{usage}");
+    let metrics = call("GET", &router.url("/metrics"), None, "").await.text();
+    for line in [
+        "router_requests_total{model=\"m\",outcome=\"ok\"} 4",
+        "router_requests_total{model=\"m\",outcome=\"refused\"} 1",
+        "router_requests_total{model=\"chat-only\",outcome=\"invalid\"} 1",
+        "router_http_requests_total{route=\"embeddings\",status=\"200\"} 2",
+        "router_http_requests_total{route=\"completions\",status=\"200\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}

@@ -28,6 +28,8 @@ models:
     enabled: true
     visible: true
     supports_chat: true
+    supports_completion: true
+    supports_embedding: true
 api_keys:
   - id: 1
     key: sk-router-dev-key

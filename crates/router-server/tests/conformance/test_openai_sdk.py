@@ -12,7 +12,9 @@ script ends with `N passed, N failed` and exits non-zero when anything failed.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
+import struct
 import sys
 import traceback
 from pathlib import Path
@@ -227,6 +229,108 @@ def rate_limit_is_rate_limit_error_with_retry_after(ctx: Context) -> None:
     body = error.body if isinstance(error.body, dict) else {}
     expect(body.get("code") == "rate_limit_exceeded", f"code: {body!r}")
     expect("key rpm" in str(body.get("message")), f"message should name the limit: {body!r}")
+
+
+# The mock's embeddings have 8 dimensions unless asked otherwise.
+MOCK_DIMENSIONS = 8
+
+
+@check
+def embeddings_of_a_string(ctx: Context) -> None:
+    # Without encoding_format the SDK asks for base64 and decodes it itself, so this
+    # also checks that the base64 is OpenAI's (little-endian float32).
+    response = ctx.client.embeddings.create(model=MODEL, input=PROMPT)
+    expect(response.object == "list", f"object is {response.object!r}")
+    expect(response.model == MODEL, f"model is {response.model!r}, not the client-facing {MODEL!r}")
+    expect(len(response.data) == 1, f"{len(response.data)} embeddings")
+    item = response.data[0]
+    expect(item.object == "embedding" and item.index == 0, f"embedding is {item}")
+    expect(len(item.embedding) == MOCK_DIMENSIONS and all(-1 <= x < 1 for x in item.embedding),
+           f"embedding is {item.embedding}")
+    expect(response.usage.prompt_tokens > 0, f"usage is {response.usage}")
+    expect(response.usage.total_tokens == response.usage.prompt_tokens, f"usage is {response.usage}")
+    floats = ctx.client.embeddings.create(model=MODEL, input=PROMPT, encoding_format="float")
+    expect(floats.data[0].embedding == item.embedding,
+           "float and decoded base64 embeddings of the same text differ")
+
+
+@check
+def embeddings_of_an_array(ctx: Context) -> None:
+    response = ctx.client.embeddings.create(model=MODEL, input=["first", "second", PROMPT],
+                                            encoding_format="float")
+    expect([item.index for item in response.data] == [0, 1, 2],
+           f"indices are {[item.index for item in response.data]}")
+    single = ctx.client.embeddings.create(model=MODEL, input=PROMPT, encoding_format="float")
+    expect(response.data[2].embedding == single.data[0].embedding,
+           "the same text embedded alone and in an array differs")
+    tokens = ctx.client.embeddings.create(model=MODEL, input=[[1, 2, 3], [4]], encoding_format="float")
+    expect(len(tokens.data) == 2, f"{len(tokens.data)} embeddings of two token arrays")
+
+
+@check
+def embeddings_encoding_format_base64_passes_through(ctx: Context) -> None:
+    # Asked explicitly, the SDK hands the base64 text over as it came.
+    response = ctx.client.embeddings.create(model=MODEL, input=PROMPT, encoding_format="base64")
+    encoded = response.data[0].embedding
+    expect(isinstance(encoded, str), f"embedding is not base64 text: {encoded!r}")
+    decoded = list(struct.unpack(f"<{MOCK_DIMENSIONS}f", base64.b64decode(encoded)))
+    floats = ctx.client.embeddings.create(model=MODEL, input=PROMPT, encoding_format="float")
+    expect(decoded == floats.data[0].embedding, "base64 and float embeddings differ")
+
+
+@check
+def embeddings_bad_input_is_bad_request(ctx: Context) -> None:
+    error = expect_status_error(
+        openai.BadRequestError,
+        lambda: ctx.client.embeddings.create(model=MODEL, input=[]),
+        lambda status: status == 400, "400")
+    expect(error.body.get("param") == "input", f"param: {error.body!r}")
+
+
+@check
+def text_completion(ctx: Context) -> None:
+    completion = ctx.client.completions.create(model=MODEL, prompt=PROMPT)
+    expect(completion.object == "text_completion", f"object is {completion.object!r}")
+    expect(completion.model == MODEL, f"model is {completion.model!r}")
+    expect(len(completion.choices) == 1, f"{len(completion.choices)} choices")
+    choice = completion.choices[0]
+    expect(choice.text == EXPECTED_CONTENT, f"text is {choice.text!r}, expected {EXPECTED_CONTENT!r}")
+    expect(choice.finish_reason == "stop", f"finish_reason is {choice.finish_reason!r}")
+    usage = completion.usage
+    expect(usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens > 0,
+           f"usage is {usage}")
+    expect(usage.total_tokens == usage.prompt_tokens + usage.completion_tokens, f"usage is {usage}")
+
+
+@check
+def streamed_text_completion(ctx: Context) -> None:
+    stream = ctx.client.completions.create(model=MODEL, prompt=PROMPT, stream=True,
+                                           stream_options={"include_usage": True})
+    pieces: list[str] = []
+    finish_reasons: list[str] = []
+    usage_chunks = 0
+    for chunk in stream:
+        expect(chunk.object == "text_completion", f"chunk object is {chunk.object!r}")
+        expect(chunk.model == MODEL, f"chunk model is {chunk.model!r}")
+        for choice in chunk.choices:
+            pieces.append(choice.text)
+            if choice.finish_reason:
+                finish_reasons.append(choice.finish_reason)
+        if chunk.usage is not None:
+            usage_chunks += 1
+    text = "".join(pieces)
+    expect(text == EXPECTED_CONTENT, f"streamed text is {text!r}, expected {EXPECTED_CONTENT!r}")
+    expect(len([piece for piece in pieces if piece]) > 1, "the answer was not streamed")
+    expect(finish_reasons == ["stop"], f"finish reasons are {finish_reasons}")
+    expect(usage_chunks == 1, f"{usage_chunks} chunks carried usage, expected exactly 1")
+
+
+@check
+def failing_upstream_completion_is_server_error(ctx: Context) -> None:
+    expect_status_error(
+        openai.InternalServerError,
+        lambda: ctx.client.completions.create(model=MODEL, prompt="mock:error:500", stream=True),
+        lambda status: 500 <= status < 600, "5xx")
 
 
 def default_server() -> str:
