@@ -162,6 +162,12 @@ async fn parallel_tool_calls_keep_their_own_index() {
 }
 
 #[tokio::test]
+async fn tool_calls_alone_start_like_openais() {
+    // The first chunk carries the role and the first call, no content.
+    check_transcript("tool_calls_only").await;
+}
+
+#[tokio::test]
 async fn thinking_then_a_tool_call() {
     check_transcript("thinking_tool_call").await;
 }
