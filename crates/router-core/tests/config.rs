@@ -423,6 +423,7 @@ fn example_env(name: &str) -> Option<String> {
         "ROUTER_REDIS_URL" => Some("redis://127.0.0.1:6379/0".to_owned()),
         "ROUTER_LEDGER_URL" => Some("postgres://router@127.0.0.1:5432/router".to_owned()),
         _ => [
+            "ANTHROPIC_API_KEY",
             "GEMINI_API_KEY",
             "GEMINI_API_KEY_2",
             "OPENAI_API_KEY",
@@ -449,6 +450,7 @@ fn shipped_configs_load() {
         names,
         [
             "config.yaml",
+            "anthropic.yaml",
             "gemini.yaml",
             "ollama.yaml",
             "openai.yaml",

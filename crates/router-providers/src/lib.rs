@@ -5,8 +5,9 @@
 //!   rustls with `ring` and webpki roots, HTTP/2 by ALPN) shared by every
 //!   HTTP adapter instance;
 //! - [`sse::SseParser`], the incremental `text/event-stream` parser;
-//! - the adapters: [`openai`] (any OpenAI-compatible `base_url`) and
-//!   [`mock`] (deterministic, no network);
+//! - the adapters: [`openai`] (any OpenAI-compatible `base_url`),
+//!   [`anthropic`] (Anthropic's Messages API, translated to and from the
+//!   Chat Completions shapes) and [`mock`] (deterministic, no network);
 //! - [`registry::Registry`], factories by provider name.
 //!
 //! It does not own routing, failover, retries, response rewriting (`model`
@@ -26,13 +27,18 @@
 //! # let _ = registry; Ok(()) }
 //! ```
 
+pub mod anthropic;
 pub mod client;
+mod event_stream;
 pub mod mock;
 pub mod openai;
 pub mod registry;
 pub mod sse;
 
+pub use anthropic::AnthropicProvider;
 pub use client::{ClientError, HttpClient, UpstreamSettings};
 pub use mock::MockProvider;
 pub use openai::OpenAiProvider;
-pub use registry::{MockFactory, OpenAiFactory, Registry, RegistryError};
+pub use registry::{
+    AnthropicFactory, ClientPool, MockFactory, OpenAiFactory, Registry, RegistryError,
+};

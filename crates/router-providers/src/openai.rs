@@ -33,45 +33,37 @@
 //! so the engine may fail over; once it exists it is the stream's last item,
 //! and the stream drops the body, which closes the upstream request.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::collections::VecDeque;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_core::Stream;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Incoming};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use router_core::config::{ModelEntry, Timeouts};
 use router_core::provider::{ChunkStream, Endpoint, JsonObject};
 use router_core::{Chunk, Completion, Provider, ProviderError, ProviderRequest};
 use serde_json::Value;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use url::Url;
 
 use crate::client::{read_body, retry_after, BodyError, ClientError, HttpClient};
-use crate::sse::{SseError, SseEvent, SseParser};
+use crate::event_stream::{EventDecoder, EventStream, Flow};
+use crate::sse::SseEvent;
 
 /// The largest non-streamed answer we read. Chat answers are far smaller;
 /// this only stops a broken upstream from filling our memory.
-const MAX_COMPLETION_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const MAX_COMPLETION_BYTES: usize = 64 * 1024 * 1024;
 
 /// How much of an error body we read to find its message.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// How much of the upstream's error message we pass on, in characters.
-const MAX_MESSAGE_CHARS: usize = 500;
+pub(crate) const MAX_MESSAGE_CHARS: usize = 500;
 
-/// After `[DONE]`, how long and how much we keep reading to see the body's end
-/// (which lets an HTTP/1.1 connection go back to the pool instead of being
-/// closed). Upstreams end the body right after `[DONE]`, so this is generous.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-const DRAIN_MAX_BYTES: usize = 64 * 1024;
-
-static USER_AGENT_VALUE: HeaderValue =
+pub(crate) static USER_AGENT_VALUE: HeaderValue =
     HeaderValue::from_static(concat!("router/", env!("CARGO_PKG_VERSION")));
 
 /// Why an entry cannot be served by this adapter.
@@ -273,14 +265,14 @@ impl OpenAiProvider {
             .await
             .unwrap_or(Err(ProviderError::Timeout { after: total }))?;
         let idle_timeout = self.timeouts.idle;
-        Ok(Box::pin(EventStream {
-            body: Some(body),
-            parser: SseParser::new(self.client.settings().max_sse_event_bytes),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            total_timeout: total,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+        Ok(Box::pin(EventStream::new(
+            body,
+            self.client.settings().max_sse_event_bytes,
+            deadline,
+            total,
             idle_timeout,
-        }))
+            OpenAiEvents,
+        )))
     }
 }
 
@@ -354,7 +346,11 @@ fn join(base: &Url, path: Option<&str>) -> Result<Uri, BuildError> {
 
 /// Turns a non-success answer into `Status`, reading at most a small part of
 /// the body to find the upstream's own message.
-async fn status_error(status: StatusCode, headers: &HeaderMap, body: Incoming) -> ProviderError {
+pub(crate) async fn status_error(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> ProviderError {
     let message = match read_body(body, MAX_ERROR_BODY_BYTES).await {
         Ok(bytes) => upstream_error_message(&bytes),
         Err(_) => None,
@@ -405,7 +401,7 @@ fn error_message(object: &JsonObject) -> Option<String> {
 /// At most `max` characters of `text`, cut at a space when there is one, so
 /// that no word is cut in two: half a key would no longer be recognised as
 /// one by the scrubber. The cut is marked with a separate ` …`.
-fn truncate_at_word(text: &str, max: usize) -> String {
+pub(crate) fn truncate_at_word(text: &str, max: usize) -> String {
     let Some((cut, _)) = text.char_indices().nth(max) else {
         return text.to_owned();
     };
@@ -441,7 +437,7 @@ fn parse_completion(bytes: &[u8]) -> Result<JsonObject, ProviderError> {
     Err(ProviderError::InvalidResponse { detail })
 }
 
-fn is_event_stream(headers: &HeaderMap) -> bool {
+pub(crate) fn is_event_stream(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -451,7 +447,7 @@ fn is_event_stream(headers: &HeaderMap) -> bool {
 
 /// The content type for an error message: a header, so not secret, but
 /// bounded and printable all the same.
-fn content_type_for_message(headers: &HeaderMap) -> String {
+pub(crate) fn content_type_for_message(headers: &HeaderMap) -> String {
     match headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
@@ -522,125 +518,29 @@ fn stream_error(object: &JsonObject) -> ProviderError {
     }
 }
 
-/// The chunks of one upstream stream, parsed as the body frames arrive.
-///
-/// Holding `body` is holding the upstream request: dropping this stream (the
-/// client went away) drops the body, which closes the HTTP/1.1 connection or
-/// resets the HTTP/2 stream, so the upstream stops generating.
-struct EventStream {
-    /// `None` once the stream ended, by `[DONE]`, an error or the deadline.
-    body: Option<Incoming>,
-    parser: SseParser,
-    /// The end of the attempt's `total` timeout. Boxed because `Sleep` is
-    /// not `Unpin`; one allocation per stream.
-    deadline: Pin<Box<Sleep>>,
-    total_timeout: Duration,
-    /// When the silence since the last body frame becomes too long; moved
-    /// forward on every frame. Boxed like `deadline`.
-    idle: Pin<Box<Sleep>>,
-    idle_timeout: Duration,
-}
+/// Reads OpenAI events: each is a chunk, `[DONE]` ends the stream.
+#[derive(Debug, Default)]
+struct OpenAiEvents;
 
-impl EventStream {
-    /// Ends the stream with an error: yields it once, then `None`.
-    fn fail(&mut self, error: ProviderError) -> Poll<Option<Result<Chunk, ProviderError>>> {
-        self.body = None;
-        Poll::Ready(Some(Err(error)))
+impl EventDecoder for OpenAiEvents {
+    fn decode(
+        &mut self,
+        event: &SseEvent,
+        out: &mut VecDeque<Chunk>,
+    ) -> Result<Flow, ProviderError> {
+        match decode_event(event) {
+            Decoded::Chunk(chunk) => {
+                out.push_back(chunk);
+                Ok(Flow::Continue)
+            }
+            Decoded::Skip => Ok(Flow::Continue),
+            Decoded::Done => Ok(Flow::Done),
+            Decoded::Failed(error) => Err(error),
+        }
     }
 
-    /// After `[DONE]` the body should end at once. Reading that end lets an
-    /// HTTP/1.1 connection go back to the pool; dropping the body unread would
-    /// close it. So if the end is not already there, a small task waits for
-    /// it, bounded in time and bytes.
-    fn finish_after_done(&mut self) {
-        let Some(mut body) = self.body.take() else {
-            return;
-        };
-        if body.is_end_stream() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        runtime.spawn(async move {
-            let drain = async {
-                let mut seen = 0usize;
-                while let Some(Ok(frame)) = body.frame().await {
-                    seen += frame.data_ref().map_or(0, Bytes::len);
-                    if seen > DRAIN_MAX_BYTES {
-                        return;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-        });
-    }
-}
-
-impl Stream for EventStream {
-    type Item = Result<Chunk, ProviderError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if this.body.is_none() {
-                return Poll::Ready(None);
-            }
-            // Events already received go out before we wait for more bytes.
-            match this.parser.next_event() {
-                Ok(Some(event)) => match decode_event(&event) {
-                    Decoded::Chunk(chunk) => return Poll::Ready(Some(Ok(chunk))),
-                    Decoded::Skip => continue,
-                    Decoded::Done => {
-                        this.finish_after_done();
-                        return Poll::Ready(None);
-                    }
-                    Decoded::Failed(error) => return this.fail(error),
-                },
-                Ok(None) => {}
-                Err(SseError::EventTooLarge { limit }) => {
-                    return this.fail(ProviderError::InvalidResponse {
-                        detail: format!("a stream event is larger than {limit} bytes"),
-                    })
-                }
-            }
-            if this.deadline.as_mut().poll(cx).is_ready() {
-                let after = this.total_timeout;
-                return this.fail(ProviderError::Timeout { after });
-            }
-            let Some(body) = this.body.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match Pin::new(body).poll_frame(cx) {
-                Poll::Pending => {
-                    // Only checked when nothing is waiting: a frame already
-                    // received is not silence, however late it is read.
-                    if this.idle.as_mut().poll(cx).is_ready() {
-                        let after = this.idle_timeout;
-                        return this.fail(ProviderError::Timeout { after });
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    let next_idle = Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(next_idle);
-                    // Trailers carry nothing we use.
-                    if let Some(data) = frame.data_ref() {
-                        this.parser.feed(data);
-                    }
-                }
-                Poll::Ready(Some(Err(error))) => {
-                    return this.fail(ProviderError::Truncated {
-                        detail: format!("reading the stream failed: {error}"),
-                    })
-                }
-                Poll::Ready(None) => {
-                    return this.fail(ProviderError::Truncated {
-                        detail: "the upstream closed the stream without [DONE]".to_owned(),
-                    })
-                }
-            }
-        }
+    fn early_end(&self) -> &'static str {
+        "the upstream closed the stream without [DONE]"
     }
 }
 

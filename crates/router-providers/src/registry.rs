@@ -9,31 +9,33 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use router_core::config::{ModelEntry, MOCK_PROVIDER, OPENAI_PROVIDER};
+use router_core::config::{ModelEntry, ANTHROPIC_PROVIDER, MOCK_PROVIDER, OPENAI_PROVIDER};
 use router_core::provider::ProviderFactory;
 use router_core::Provider;
 
+use crate::anthropic::AnthropicProvider;
 use crate::client::HttpClient;
 use crate::mock::MockProvider;
 use crate::openai::OpenAiProvider;
 
-/// Builds [`OpenAiProvider`]s that share pooled clients: the one it was
-/// given, for every entry with that client's connect timeout, and one more
-/// per other connect timeout that entries set (a connect timeout belongs to
-/// the pool that connects; see [`HttpClient::with_connect_timeout`]).
+/// The pooled clients of the HTTP adapters, by connect timeout: the one it
+/// was given, for every entry with that client's connect timeout, and one
+/// more per other connect timeout that entries set (a connect timeout
+/// belongs to the pool that connects; see
+/// [`HttpClient::with_connect_timeout`]). Clones share the clients, so the
+/// OpenAI and Anthropic factories of one registry share connections.
 #[derive(Debug, Clone)]
-pub struct OpenAiFactory {
+pub struct ClientPool {
     /// The clients by connect timeout, the given one included. Behind a
     /// mutex because `build` takes `&self` and may run on several threads;
     /// it is held only to look up or insert (building a client is
-    /// synchronous and quick), never across an `.await`. Clones of the
-    /// factory share it, so they share the clients too.
+    /// synchronous and quick), never across an `.await`.
     clients: Arc<Mutex<HashMap<Duration, HttpClient>>>,
     /// The given client, the model for the others.
     base: HttpClient,
 }
 
-impl OpenAiFactory {
+impl ClientPool {
     pub fn new(client: HttpClient) -> Self {
         let clients = HashMap::from([(client.settings().connect_timeout, client.clone())]);
         Self {
@@ -58,7 +60,7 @@ impl OpenAiFactory {
         Ok(client)
     }
 
-    /// How many distinct clients (so pools) the factory holds.
+    /// How many distinct clients (so pools) there are.
     pub fn client_count(&self) -> usize {
         self.clients
             .lock()
@@ -67,10 +69,55 @@ impl OpenAiFactory {
     }
 }
 
+/// Builds [`OpenAiProvider`]s that share pooled clients (see [`ClientPool`]).
+#[derive(Debug, Clone)]
+pub struct OpenAiFactory {
+    clients: ClientPool,
+}
+
+impl OpenAiFactory {
+    pub fn new(client: HttpClient) -> Self {
+        Self::with_pool(ClientPool::new(client))
+    }
+
+    pub fn with_pool(clients: ClientPool) -> Self {
+        Self { clients }
+    }
+
+    /// How many distinct clients (so pools) the factory holds.
+    pub fn client_count(&self) -> usize {
+        self.clients.client_count()
+    }
+}
+
 impl ProviderFactory for OpenAiFactory {
     fn build(&self, entry: &ModelEntry) -> Result<Arc<dyn Provider>, String> {
-        let client = self.client_for(entry.timeouts.connect)?;
+        let client = self.clients.client_for(entry.timeouts.connect)?;
         let provider = OpenAiProvider::new(client, entry).map_err(|error| error.to_string())?;
+        Ok(Arc::new(provider))
+    }
+}
+
+/// Builds [`AnthropicProvider`]s that share pooled clients (see [`ClientPool`]).
+#[derive(Debug, Clone)]
+pub struct AnthropicFactory {
+    clients: ClientPool,
+}
+
+impl AnthropicFactory {
+    pub fn new(client: HttpClient) -> Self {
+        Self::with_pool(ClientPool::new(client))
+    }
+
+    pub fn with_pool(clients: ClientPool) -> Self {
+        Self { clients }
+    }
+}
+
+impl ProviderFactory for AnthropicFactory {
+    fn build(&self, entry: &ModelEntry) -> Result<Arc<dyn Provider>, String> {
+        let client = self.clients.client_for(entry.timeouts.connect)?;
+        let provider = AnthropicProvider::new(client, entry).map_err(|error| error.to_string())?;
         Ok(Arc::new(provider))
     }
 }
@@ -122,10 +169,19 @@ impl Registry {
         Self::default()
     }
 
-    /// `openai` (sharing `client`) and `mock`.
+    /// `openai` and `anthropic` (sharing `client` and the clients made from
+    /// it) and `mock`.
     pub fn builtin(client: HttpClient) -> Self {
         let mut registry = Self::new();
-        registry.register(OPENAI_PROVIDER, Arc::new(OpenAiFactory::new(client)));
+        let clients = ClientPool::new(client);
+        registry.register(
+            OPENAI_PROVIDER,
+            Arc::new(OpenAiFactory::with_pool(clients.clone())),
+        );
+        registry.register(
+            ANTHROPIC_PROVIDER,
+            Arc::new(AnthropicFactory::with_pool(clients)),
+        );
         registry.register(MOCK_PROVIDER, Arc::new(MockFactory));
         registry
     }
@@ -184,8 +240,11 @@ mod tests {
     fn builtin_names_and_builds() {
         let client = HttpClient::new(&ServerConfig::default()).unwrap();
         let registry = Registry::builtin(client);
-        assert_eq!(registry.names(), ["mock", "openai"]);
+        assert_eq!(registry.names(), ["anthropic", "mock", "openai"]);
         assert!(registry.build(&entry("mock", None)).is_ok());
+        assert!(registry
+            .build(&entry("anthropic", Some("https://api.anthropic.com")))
+            .is_ok());
         assert!(registry
             .build(&entry("openai", Some("https://api.example.com/v1")))
             .is_ok());
@@ -218,10 +277,15 @@ mod tests {
     fn errors_name_the_entry() {
         let client = HttpClient::new(&ServerConfig::default()).unwrap();
         let registry = Registry::builtin(client);
+        let error = registry.build(&entry("bedrock", None)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "models[3]: unknown provider `bedrock` (known: anthropic, mock, openai)"
+        );
         let error = registry.build(&entry("anthropic", None)).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "models[3]: unknown provider `anthropic` (known: mock, openai)"
+            "models[3]: the anthropic provider cannot serve this entry: the anthropic provider needs a base_url such as `https://api.anthropic.com`"
         );
         let error = registry.build(&entry("openai", None)).unwrap_err();
         assert_eq!(

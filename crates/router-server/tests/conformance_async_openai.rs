@@ -13,6 +13,9 @@
 // beside them, and a harness that cannot start the server must fail the test loudly.
 #![allow(clippy::expect_used)]
 
+#[path = "../../router-providers/tests/support/mod.rs"]
+mod upstream;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -69,6 +72,10 @@ struct RouterServer {
 
 impl RouterServer {
     fn start() -> Self {
+        Self::start_with(CONFIG)
+    }
+
+    fn start_with(config: &str) -> Self {
         static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
         let config_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "conformance-async-openai-{}-{}",
@@ -77,7 +84,7 @@ impl RouterServer {
         ));
         std::fs::create_dir_all(&config_dir).expect("create the config directory");
         let config_path = config_dir.join("config.yaml");
-        std::fs::write(&config_path, CONFIG).expect("write the config");
+        std::fs::write(&config_path, config).expect("write the config");
 
         // ROUTER_SERVER_BIN lets the same test run against another build (release, say).
         let binary = std::env::var_os("ROUTER_SERVER_BIN").map_or_else(
@@ -470,4 +477,99 @@ async fn embeddings_of_an_unknown_model_are_an_api_error() {
         }
         other => panic!("expected an API error, got {other:?}"),
     }
+
+/// A tool-calling conversation streamed through an `anthropic` entry parses
+/// strictly and gives exactly what a native OpenAI model gives for the same
+/// answer. Both upstreams are in this process: one replays Anthropic's
+/// recorded stream, the other OpenAI's recorded stream of the same answer
+/// (same call ids, arguments and token counts).
+#[tokio::test]
+async fn a_streamed_tool_call_through_anthropic_matches_a_native_openai_stream() {
+    let upstream = upstream::Upstream::start(|request| {
+        if request.path_and_query == "/v1/messages" {
+            upstream::Reply::sse(upstream::vendor_fixture("anthropic", "tool_calls_only.sse"))
+        } else {
+            upstream::Reply::sse(upstream::vendor_fixture(
+                "openai",
+                "chat_stream_tool_calls.sse",
+            ))
+        }
+    })
+    .await;
+    let config = [
+        "server:\n  host: 127.0.0.1\n  port: 0\nlimits:\n  ledger: false\nmodels:\n".to_owned(),
+        format!(
+            "  - name: claude-tools\n    provider: anthropic\n    base_url: {}\n    provider_api_key: [\"ak-conformance\"]\n    enabled: true\n    visible: true\n",
+            upstream.url("")
+        ),
+        format!(
+            "  - name: gpt-tools\n    provider: openai\n    base_url: {}\n    provider_api_key: [\"sk-conformance\"]\n    enabled: true\n    visible: true\n",
+            upstream.url("/v1")
+        ),
+        format!("api_keys:\n  - id: 1\n    key: {CLIENT_KEY}\n    name: dev\n    is_active: true\n"),
+    ]
+    .concat();
+    let server = RouterServer::start_with(&config);
+    let client = server.client(CLIENT_KEY);
+
+    let native = tool_call_chunks(&client, &server, "gpt-tools").await;
+    let translated = tool_call_chunks(&client, &server, "claude-tools").await;
+    assert_eq!(translated, native);
+    // And the answer is the tool calls, in two parallel calls.
+    assert_eq!(native.len(), 6, "{native:#?}");
+    assert_eq!(native[4]["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(native[5]["usage"]["total_tokens"], 135);
+}
+
+/// The chunks of one streamed answer as async-openai parsed them, without
+/// what differs by nature between two upstreams (ids, times, the model's
+/// name, the fingerprint) and with usage reduced to the token counts.
+async fn tool_call_chunks(
+    client: &Client<OpenAIConfig>,
+    server: &RouterServer,
+    model: &str,
+) -> Vec<serde_json::Value> {
+    let request: CreateChatCompletionRequest = serde_json::from_value(serde_json::json!({
+        "model": model,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [{"role": "user", "content": "Weather in Paris and Tokyo?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}],
+    }))
+    .expect("a tool-calling request");
+    let mut stream = client
+        .chat()
+        .create_stream(request)
+        .await
+        .unwrap_or_else(|error| panic!("{model}: create_stream: {error}\n{}", server.output()));
+    let mut chunks = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .unwrap_or_else(|error| panic!("{model}: stream chunk: {error}\n{}", server.output()));
+        assert_eq!(chunk.model, model);
+        let mut value = serde_json::to_value(&chunk).expect("a chunk serialises");
+        let object = value.as_object_mut().expect("a chunk is an object");
+        for field in [
+            "id",
+            "created",
+            "model",
+            "system_fingerprint",
+            "service_tier",
+        ] {
+            object.remove(field);
+        }
+        if let Some(usage) = chunk.usage {
+            object.insert(
+                "usage".to_owned(),
+                serde_json::json!({
+                    "prompt_tokens": usage.prompt_tokens,
+                    "completion_tokens": usage.completion_tokens,
+                    "total_tokens": usage.total_tokens,
+                }),
+            );
+        }
+        chunks.push(value);
+    }
+    chunks
 }

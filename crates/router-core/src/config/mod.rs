@@ -31,6 +31,8 @@ pub use validate::{load_file, parse};
 /// The name of the built-in OpenAI-compatible adapter, and the default adapter
 /// of an entry with `is_openai_compatibility: true`.
 pub const OPENAI_PROVIDER: &str = "openai";
+/// The name of the built-in Anthropic Messages adapter.
+pub const ANTHROPIC_PROVIDER: &str = "anthropic";
 /// The name of the built-in deterministic adapter used by the default config.
 pub const MOCK_PROVIDER: &str = "mock";
 
@@ -353,7 +355,9 @@ pub struct ModelEntry {
     pub provider: String,
     /// `provider_api_key`, used round robin. May be empty (no upstream `Authorization`).
     pub provider_api_keys: Vec<Secret>,
-    /// `base_url`; required by the `openai` adapter.
+    /// `base_url`; required by the `openai` adapter (the API root with its
+    /// version, `https://api.openai.com/v1`) and the `anthropic` adapter
+    /// (the root without `/v1`, `https://api.anthropic.com`).
     pub base_url: Option<Url>,
     /// POST exactly `base_url` instead of `base_url + "/chat/completions"`.
     pub base_url_direct: bool,

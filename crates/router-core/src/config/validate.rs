@@ -22,7 +22,7 @@ use super::yaml::{self, LineIndex};
 use super::{
     Budget, BudgetPeriod, Capabilities, ClientKeyConfig, Config, ConfigError, ConfigErrors,
     CooldownPolicy, KeyLimits, LimitsBackend, LimitsConfig, ModelEntry, ModelLimits, OnUnavailable,
-    RedisConfig, RetryPolicy, ServerConfig, Timeouts, OPENAI_PROVIDER,
+    RedisConfig, RetryPolicy, ServerConfig, Timeouts, ANTHROPIC_PROVIDER, OPENAI_PROVIDER,
 };
 use crate::secret::Secret;
 
@@ -550,6 +550,7 @@ fn validate_model(
     let enabled = flag(raw.enabled);
     let is_openai_compatibility = flag(raw.is_openai_compatibility);
     let base_url = parse_base_url(raw.base_url, &at("base_url"), cx);
+    let base_url_direct = flag(raw.base_url_direct);
 
     let provider = match raw.provider {
         Field::Set(provider) if provider.trim().is_empty() => {
@@ -578,6 +579,27 @@ fn validate_model(
             &at("base_url"),
             "missing: the `openai` provider needs a base URL such as `https://api.openai.com/v1`",
         );
+    }
+    if enabled && provider.as_deref() == Some(ANTHROPIC_PROVIDER) {
+        match &base_url {
+            Ok(None) => cx.error(
+                &at("base_url"),
+                "missing: the `anthropic` provider needs the API root such as \
+                 `https://api.anthropic.com`",
+            ),
+            // The adapter adds `/v1/messages`; a root that already ends in
+            // `/v1` would post to `/v1/v1/messages` and fail every request.
+            Ok(Some(url))
+                if !base_url_direct && url.path().trim_end_matches('/').ends_with("/v1") =>
+            {
+                cx.error(
+                    &at("base_url"),
+                    "must be the API root without `/v1` (the `anthropic` provider adds \
+                     `/v1/messages`), such as `https://api.anthropic.com`",
+                )
+            }
+            _ => {}
+        }
     }
 
     let provider_api_keys = raw.provider_api_key.set().unwrap_or_default();
@@ -675,7 +697,7 @@ fn validate_model(
         provider: provider.unwrap_or_else(|| OPENAI_PROVIDER.to_owned()),
         provider_api_keys,
         base_url: base_url.unwrap_or(None),
-        base_url_direct: flag(raw.base_url_direct),
+        base_url_direct,
         is_openai_compatibility,
         enabled,
         visible: flag(raw.visible),
@@ -1445,10 +1467,18 @@ mod tests {
         );
         // Other adapter names are the binary's business.
         assert_eq!(
-            load("models:\n  - name: m\n    provider: anthropic\n    enabled: true\n").models[0]
+            load("models:\n  - name: m\n    provider: bedrock\n    enabled: true\n").models[0]
                 .provider,
-            "anthropic"
+            "bedrock"
         );
+        let model = load(
+            "models:\n  - name: m\n    provider: anthropic\n    base_url: https://api.anthropic.com\n    enabled: true\n",
+        )
+        .models
+        .remove(0);
+        assert_eq!(model.provider, ANTHROPIC_PROVIDER);
+        // `direct` posts to the URL as written, so `/v1` may be part of it.
+        load("models:\n  - name: m\n    provider: anthropic\n    base_url: https://h/v1/messages\n    base_url_direct: true\n    enabled: true\n");
         // Disabled entries need not be reachable.
         assert_eq!(
             load("models:\n  - name: m\n").models[0].provider,
@@ -1466,6 +1496,16 @@ mod tests {
                 "9: models[2].base_url: missing: the `openai` provider needs a base URL such as \
                  `https://api.openai.com/v1`",
                 "12: models[3].provider: must not be empty: name an adapter such as `openai` or `mock`",
+            ],
+        );
+        check(
+            "models:\n  - name: a\n    provider: anthropic\n    enabled: true\n  - name: b\n    provider: anthropic\n    \
+             base_url: https://api.anthropic.com/v1/\n    enabled: true\n  - name: c\n    provider: anthropic\n",
+            &[
+                "2: models[0].base_url: missing: the `anthropic` provider needs the API root such as \
+                 `https://api.anthropic.com`",
+                "7: models[1].base_url: must be the API root without `/v1` (the `anthropic` provider adds \
+                 `/v1/messages`), such as `https://api.anthropic.com`",
             ],
         );
     }

@@ -301,10 +301,18 @@ fn respond(
     response
 }
 
-/// A recorded fixture, by file name.
+/// A recorded OpenAI fixture, by file name.
 pub fn fixture(name: &str) -> Bytes {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/openai")
+    vendor_fixture("openai", name)
+}
+
+/// A recorded fixture of `vendor` (`tests/fixtures/<vendor>/`), by file name.
+pub fn vendor_fixture(vendor: &str, name: &str) -> Bytes {
+    // Through this file's own path, not the calling crate's manifest, so
+    // router-server's tests (which include this module by path) find it.
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../router-providers"))
+        .join("tests/fixtures")
+        .join(vendor)
         .join(name);
     Bytes::from(std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display())))
 }

@@ -5,7 +5,8 @@ Run by `cargo xtask conformance` with the pinned SDK from requirements.txt:
     target/conformance-venv/bin/python crates/router-server/tests/conformance/test_openai_sdk.py \
         --server target/debug/router-server
 
-Each check talks to one router-server started on port 0 with the mock provider. The
+Each check talks to one router-server started on port 0 with the mock provider; the
+Anthropic check starts its own, on an in-process upstream replaying recorded streams. The
 script ends with `N passed, N failed` and exits non-zero when anything failed.
 """
 
@@ -22,6 +23,7 @@ from typing import Callable
 
 import openai
 
+from recorded_upstream import RecordedUpstream
 from router_harness import CLIENT_KEY, LIMITED_KEY, MODEL, RouterServer, ServerError
 
 PROMPT = "Say hello to the conformance suite"
@@ -331,6 +333,81 @@ def failing_upstream_completion_is_server_error(ctx: Context) -> None:
         openai.InternalServerError,
         lambda: ctx.client.completions.create(model=MODEL, prompt="mock:error:500", stream=True),
         lambda status: 500 <= status < 600, "5xx")
+
+
+# Two entries answering the same recorded tool-calling answer: `claude-tools` through
+# the anthropic adapter (Anthropic's stream, translated), `gpt-tools` through the
+# openai adapter (OpenAI's own stream of that answer).
+TOOLS_CONFIG = """\
+server:
+  host: 127.0.0.1
+  port: 0
+limits:
+  ledger: false
+models:
+  - name: claude-tools
+    provider: anthropic
+    base_url: {anthropic}
+    provider_api_key: ["ak-conformance"]
+    enabled: true
+    visible: true
+  - name: gpt-tools
+    provider: openai
+    base_url: {openai}
+    provider_api_key: ["sk-conformance"]
+    enabled: true
+    visible: true
+api_keys:
+  - id: 1
+    key: sk-router-dev-key
+    name: dev
+    is_active: true
+"""
+
+WEATHER_TOOLS = [{"type": "function", "function": {
+    "name": "get_weather",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}}]
+
+
+def tool_call_chunks(client: openai.OpenAI, model: str) -> list[dict]:
+    """The chunks of one streamed answer as the SDK parsed them, without what differs
+    by nature between two upstreams (ids, times, model names, fingerprints) and with
+    usage reduced to the token counts."""
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Weather in Paris and Tokyo?"}],
+        tools=WEATHER_TOOLS, stream=True, stream_options={"include_usage": True})
+    chunks = []
+    for chunk in stream:
+        expect(chunk.object == "chat.completion.chunk", f"chunk object is {chunk.object!r}")
+        expect(chunk.model == model, f"chunk model is {chunk.model!r}, not {model!r}")
+        data = chunk.model_dump(exclude={"id", "created", "model", "system_fingerprint", "service_tier"})
+        if chunk.usage is not None:
+            data["usage"] = {"prompt_tokens": chunk.usage.prompt_tokens,
+                             "completion_tokens": chunk.usage.completion_tokens,
+                             "total_tokens": chunk.usage.total_tokens}
+        chunks.append(data)
+    return chunks
+
+
+@check
+def streamed_tool_calls_through_anthropic_match_native_openai(ctx: Context) -> None:
+    with RecordedUpstream() as upstream:
+        config = TOOLS_CONFIG.format(anthropic=upstream.root, openai=f"{upstream.root}/v1")
+        with RouterServer(ctx.server.binary, config=config) as server:
+            client = openai.OpenAI(base_url=server.base_url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+            native = tool_call_chunks(client, "gpt-tools")
+            translated = tool_call_chunks(client, "claude-tools")
+    for index, (got, want) in enumerate(zip(translated, native)):
+        expect(got == want, f"chunk {index} differs:\n  anthropic: {got}\n  native:    {want}")
+    expect(len(translated) == len(native), f"{len(translated)} chunks, native {len(native)}")
+    calls: dict[int, str] = {}
+    for chunk in native:
+        for choice in chunk["choices"]:
+            for call in choice["delta"].get("tool_calls") or []:
+                calls[call["index"]] = calls.get(call["index"], "") + call["function"]["arguments"]
+    expect(calls == {0: '{"location": "Paris"}', 1: '{"location": "Tokyo"}'}, f"tool calls: {calls}")
+    expect(native[-2]["choices"][0]["finish_reason"] == "tool_calls", f"finish: {native[-2]}")
+    expect(native[-1]["usage"]["total_tokens"] == 135, f"usage: {native[-1]}")
 
 
 def default_server() -> str:
