@@ -89,10 +89,13 @@ struct Deployment {
     provider: Arc<dyn Provider>,
     /// Round robin over the entry's provider keys. Shared by all requests;
     /// an atomic so concurrent requests spread over the keys without a lock.
-    next_key: AtomicUsize,
+    /// Behind an `Arc` so that the router of a reloaded config goes on
+    /// where this one is (see [`Router::reloaded`]).
+    next_key: Arc<AtomicUsize>,
     /// One per provider key, in config order (one for the entry itself when
-    /// it has no key): whether that key may be tried now.
-    health: Vec<KeyHealth>,
+    /// it has no key): whether that key may be tried now. Shared, like
+    /// `next_key`, with the router of a reloaded config that keeps the key.
+    health: Vec<Arc<KeyHealth>>,
 }
 
 /// The enabled entries that share one client-facing name.
@@ -101,7 +104,8 @@ struct Group {
     /// Indices into `Router::deployments`, in config order.
     deployments: Vec<usize>,
     /// Round robin over the entries: request k starts at entry k mod n.
-    next: AtomicUsize,
+    /// Shared with the router of a reloaded config, like `next_key`.
+    next: Arc<AtomicUsize>,
 }
 
 /// The engine. Cheap to share (`Arc<Router>`); all state on the hot path is
@@ -119,14 +123,16 @@ pub struct Router {
     /// time and a random salt, in hex. Replicas that share one ledger key
     /// its rows by request id.
     request_id_prefix: String,
-    /// Numbers the requests of this process.
-    next_request: AtomicU64,
+    /// Numbers the requests of this process (shared across reloads, so no
+    /// two requests ever get the same id).
+    next_request: Arc<AtomicU64>,
     retry: RetryPolicy,
     cooldown: CooldownPolicy,
     /// The time base of key health and the retry budget.
     clock: Clock,
-    /// Shared by all requests, so an outage does not multiply the load.
-    retry_budget: RetryBudget,
+    /// Shared by all requests, so an outage does not multiply the load
+    /// (and by the router of a reloaded config with the same policy).
+    retry_budget: Arc<RetryBudget>,
     /// Spreads the backoff of concurrent retries apart.
     jitter: Jitter,
 }
@@ -184,6 +190,33 @@ impl Router {
         provider_for: &dyn Fn(&ModelEntry) -> BuildResult,
         services: Services,
     ) -> Result<Self, BuildError> {
+        Self::build(config, provider_for, services, None)
+    }
+
+    /// The router of a reloaded `config`, to serve new requests in place of
+    /// this one (requests under way finish on this one). What the running
+    /// router learnt carries over to what still exists: the health of each
+    /// provider key (rests, keys taken out, circuits) and the round-robin
+    /// cursors of each entry that keeps its identity (its `id`, else its
+    /// name and position) and of each model name, the request numbering,
+    /// the clock and, with an unchanged retry policy, the retry budget.
+    /// Limits carry over through `services.limiter` (see
+    /// [`Limiter::reconfigured`]). Providers are built anew.
+    pub fn reloaded(
+        &self,
+        config: &Config,
+        provider_for: &dyn Fn(&ModelEntry) -> BuildResult,
+        services: Services,
+    ) -> Result<Self, BuildError> {
+        Self::build(config, provider_for, services, Some(self))
+    }
+
+    fn build(
+        config: &Config,
+        provider_for: &dyn Fn(&ModelEntry) -> BuildResult,
+        services: Services,
+        previous: Option<&Router>,
+    ) -> Result<Self, BuildError> {
         let mut deployments = Vec::new();
         let mut groups: HashMap<String, Group> = HashMap::new();
         // Every upstream error passes here on its way to a client, a log
@@ -201,17 +234,18 @@ impl Router {
                 .entry(entry.name.clone())
                 .or_insert_with(|| Group {
                     deployments: Vec::new(),
-                    next: AtomicUsize::new(0),
+                    next: previous
+                        .and_then(|router| router.groups.get(&entry.name))
+                        .map_or_else(Default::default, |group| Arc::clone(&group.next)),
                 })
                 .deployments
                 .push(deployments.len());
+            let before = previous.and_then(|router| router.deployment_like(entry));
             deployments.push(Deployment {
                 entry: Arc::new(entry.clone()),
                 provider,
-                next_key: AtomicUsize::new(0),
-                health: (0..entry.provider_api_keys.len().max(1))
-                    .map(|_| KeyHealth::default())
-                    .collect(),
+                next_key: before.map_or_else(Default::default, |old| Arc::clone(&old.next_key)),
+                health: key_health(entry, before),
             });
         }
 
@@ -239,14 +273,35 @@ impl Router {
             model_json,
             services,
             default_output_tokens: config.limits.default_output_tokens.get(),
-            request_id_prefix: format!("req_{:x}{:08x}", started / 1_000_000, replica_salt()),
-            next_request: AtomicU64::new(0),
+            request_id_prefix: previous.map_or_else(
+                || format!("req_{:x}{:08x}", started / 1_000_000, replica_salt()),
+                |router| router.request_id_prefix.clone(),
+            ),
+            next_request: previous
+                .map_or_else(Default::default, |router| Arc::clone(&router.next_request)),
             retry: config.retry.clone(),
             cooldown: config.cooldown.clone(),
-            clock: Clock::new(),
-            retry_budget: RetryBudget::new(&config.retry),
+            clock: previous.map_or_else(Clock::new, |router| router.clock),
+            retry_budget: match previous {
+                Some(router) if router.retry == config.retry => Arc::clone(&router.retry_budget),
+                _ => Arc::new(RetryBudget::new(&config.retry)),
+            },
             // Truncating the nanoseconds keeps their fast-moving low bits.
             jitter: Jitter::new(started as u64),
+        })
+    }
+
+    /// The deployment of this router that is the same entry as `entry` of a
+    /// reloaded config: the same `id`, or without ids the same name and
+    /// position.
+    fn deployment_like(&self, entry: &ModelEntry) -> Option<&Deployment> {
+        self.deployments.iter().find(|deployment| {
+            let old = &deployment.entry;
+            if entry.id != 0 || old.id != 0 {
+                old.id == entry.id
+            } else {
+                old.name == entry.name && old.index == entry.index
+            }
         })
     }
 
@@ -739,6 +794,33 @@ impl HealthListener for Router {
             health.apply(notice.change, self.clock.now());
         }
     }
+}
+
+/// The health of each provider key of `entry`: shared with the same key (by
+/// its secret) of the entry's deployment in the running router, if any, so
+/// that a rest, a key taken out or an open circuit outlives a reload.
+fn key_health(entry: &ModelEntry, before: Option<&Deployment>) -> Vec<Arc<KeyHealth>> {
+    let keys = &entry.provider_api_keys;
+    if keys.is_empty() {
+        let kept = before
+            .filter(|old| old.entry.provider_api_keys.is_empty())
+            .and_then(|old| old.health.first());
+        return vec![kept.map_or_else(Default::default, Arc::clone)];
+    }
+    keys.iter()
+        .map(|key| {
+            before
+                .and_then(|old| {
+                    let position = old
+                        .entry
+                        .provider_api_keys
+                        .iter()
+                        .position(|old_key| old_key.expose() == key.expose())?;
+                    old.health.get(position)
+                })
+                .map_or_else(Default::default, Arc::clone)
+        })
+        .collect()
 }
 
 /// 32 random bits, so that replicas started in the same millisecond still

@@ -26,8 +26,10 @@ use crate::config::{CooldownPolicy, RetryPolicy};
 use crate::health_board::HealthChange;
 use crate::provider::{ErrorKind, ProviderError};
 
-/// The router's time base: nanoseconds since it was built.
-#[derive(Debug)]
+/// The router's time base: nanoseconds since it was built. A router built
+/// by a config reload takes its predecessor's, so the times its carried-over
+/// key health holds keep their meaning.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     epoch: Instant,
 }

@@ -24,6 +24,7 @@ pub mod estimate;
 mod health;
 pub mod health_board;
 pub mod limits;
+pub mod live;
 pub mod provider;
 mod report;
 pub mod request;
@@ -37,6 +38,7 @@ pub use engine::{
     ledger_key_id, BuildError, ChatOutcome, ChatResponse, ClientKey, Router, Services,
 };
 pub use error::{AuthError, ChatError, UsageError};
+pub use live::LiveRouter;
 pub use provider::{
     Chunk, ChunkStream, Completion, Endpoint, JsonObject, Provider, ProviderError, ProviderRequest,
 };

@@ -383,6 +383,33 @@ impl ApiError {
         }
     }
 
+    /// An admin endpoint asked with a key that is not an admin key.
+    pub fn admin_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            INVALID_REQUEST,
+            "admin_required",
+            "This endpoint is for admin keys only (`admin: true` in `api_keys`).".to_owned(),
+        )
+    }
+
+    /// A reloaded config with problems: each one, as `check-config` says
+    /// it (file, line, field path; never a value).
+    pub fn invalid_config(errors: &router_core::config::ConfigErrors) -> Self {
+        let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            INVALID_REQUEST,
+            "invalid_config",
+            format!(
+                "The config was not reloaded; the running one stays. {} problem{}: {}",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                problems.join("; ")
+            ),
+        )
+    }
+
     pub fn unknown_url(method: &Method, path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

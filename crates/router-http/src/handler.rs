@@ -13,8 +13,9 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use router_core::live::Reload;
 use router_core::provider::Endpoint;
-use router_core::{ChatError, ChatResponse, ChunkStream, Router};
+use router_core::{ChatError, ChatResponse, ChunkStream, LiveRouter, Router};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -27,6 +28,7 @@ use crate::{query, ratelimit, HttpConfig};
 
 const MODELS_PATH: &str = "/v1/models";
 const USAGE_PATH: &str = "/v1/usage";
+const RELOAD_PATH: &str = "/admin/reload";
 const METRICS_PATH: &str = "/metrics";
 
 // The seed's CORS headers, sent on every response, verbatim.
@@ -66,6 +68,8 @@ enum Route<'a> {
     Engine(Endpoint),
     Usage,
     Metrics,
+    /// `POST /admin/reload`.
+    Reload,
 }
 
 impl<'a> Route<'a> {
@@ -78,6 +82,7 @@ impl<'a> Route<'a> {
             "/v1/embeddings" => Some(Self::Engine(Endpoint::Embeddings)),
             USAGE_PATH => Some(Self::Usage),
             METRICS_PATH => Some(Self::Metrics),
+            RELOAD_PATH => Some(Self::Reload),
             _ => path
                 .strip_prefix("/v1/models/")
                 .filter(|id| !id.is_empty())
@@ -88,7 +93,7 @@ impl<'a> Route<'a> {
     /// The `Allow` header of a 405 on this route.
     fn allow(self) -> &'static str {
         match self {
-            Self::Engine(_) => "POST, OPTIONS",
+            Self::Engine(_) | Self::Reload => "POST, OPTIONS",
             Self::Health | Self::Models | Self::Model(_) | Self::Usage | Self::Metrics => {
                 "GET, HEAD, OPTIONS"
             }
@@ -107,6 +112,7 @@ impl<'a> Route<'a> {
             Some(Self::Engine(Endpoint::Embeddings)) => "embeddings",
             Some(Self::Usage) => "usage",
             Some(Self::Metrics) => "metrics",
+            Some(Self::Reload) => "admin_reload",
             None => "unknown",
         }
     }
@@ -116,7 +122,9 @@ impl<'a> Route<'a> {
 /// each h2 stream gets its own.
 #[derive(Debug, Clone)]
 pub struct Handler {
-    router: Arc<Router>,
+    /// The router in use: each request loads it once and keeps it, so a
+    /// config reload never changes a request under way.
+    routers: Arc<LiveRouter>,
     config: HttpConfig,
     /// Set by `serve` when it shuts down: turns `/health` to 503, closes
     /// HTTP/1 connections after their response, and cuts open streams off.
@@ -126,17 +134,17 @@ pub struct Handler {
 impl Handler {
     /// A handler no shutdown ever reaches (for tests and benches that call
     /// it without [`serve`](crate::serve)).
-    pub fn new(router: Arc<Router>, config: HttpConfig) -> Self {
-        Self::with_shutdown(router, config, Shutdown::default())
+    pub fn new(routers: Arc<LiveRouter>, config: HttpConfig) -> Self {
+        Self::with_shutdown(routers, config, Shutdown::default())
     }
 
     pub(crate) fn with_shutdown(
-        router: Arc<Router>,
+        routers: Arc<LiveRouter>,
         config: HttpConfig,
         shutdown: Shutdown,
     ) -> Self {
         Self {
-            router,
+            routers,
             config,
             shutdown,
         }
@@ -190,21 +198,33 @@ impl Handler {
         let Some(route) = Route::find(path) else {
             return refuse(ApiError::unknown_url(method, path), method, path);
         };
+        let router = self.routers.load();
         let readable = method == Method::GET || method == Method::HEAD;
         match route {
             Route::Health if readable => health(self.shutdown.is_draining()),
-            Route::Models if readable => json(StatusCode::OK, self.router.models_json()),
+            Route::Models if readable => json(StatusCode::OK, router.models_json()),
             Route::Model(id) if readable => {
                 let id = percent_decode(id);
-                match self.router.model_json(&id) {
+                match router.model_json(&id) {
                     Some(model) => json(StatusCode::OK, model),
                     None => refuse(ApiError::model_not_found(&id), method, path),
                 }
             }
             Route::Engine(endpoint) if method == Method::POST => {
-                self.engine(endpoint, request).await
+                self.engine(&router, endpoint, request).await
             }
-            Route::Usage if readable => self.usage(&request).await,
+            Route::Usage if readable => self.usage(&router, &request).await,
+            Route::Reload => match &self.config.reload {
+                None => refuse(ApiError::unknown_url(method, path), method, path),
+                Some(reload) if method == Method::POST => {
+                    reload_config(&router, reload, &request).await
+                }
+                Some(_) => refuse(
+                    ApiError::method_not_allowed(method, path, route.allow()),
+                    method,
+                    path,
+                ),
+            },
             Route::Metrics => match self.config.metrics.as_deref() {
                 // Without metrics the route does not exist.
                 None => refuse(ApiError::unknown_url(method, path), method, path),
@@ -225,7 +245,12 @@ impl Handler {
 
     /// A request for the engine: chat completions, text completions or
     /// embeddings, each checked, read and answered the same way.
-    async fn engine<B>(&self, endpoint: Endpoint, request: Request<B>) -> Response<ResponseBody>
+    async fn engine<B>(
+        &self,
+        router: &Router,
+        endpoint: Endpoint,
+        request: Request<B>,
+    ) -> Response<ResponseBody>
     where
         B: Body,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -241,7 +266,7 @@ impl Handler {
             .headers()
             .get(AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        let client = match self.router.authenticate(authorization) {
+        let client = match router.authenticate(authorization) {
             Ok(client) => client,
             Err(error) => return fail(ApiError::from_auth(error), &error),
         };
@@ -276,7 +301,7 @@ impl Handler {
         // gets a 503 rather than a vanished connection; dropping the engine's
         // future cancels the upstream call and settles its usage.
         let outcome = tokio::select! {
-            outcome = self.router.serve(endpoint, &client, &body) => outcome,
+            outcome = router.serve(endpoint, &client, &body) => outcome,
             () = self.shutdown.when_cut_off() => {
                 self.shutdown.count_ended();
                 return fail(ApiError::server_shutdown(), &"shutdown timeout expired");
@@ -305,7 +330,7 @@ impl Handler {
 
     /// `GET /v1/usage`: authenticated like a chat request; the engine
     /// decides what the key may see.
-    async fn usage<B>(&self, request: &Request<B>) -> Response<ResponseBody> {
+    async fn usage<B>(&self, router: &Router, request: &Request<B>) -> Response<ResponseBody> {
         let fail = |error: ApiError, cause: &dyn std::fmt::Display| {
             error.log(request.method(), USAGE_PATH, cause);
             error.into_response()
@@ -314,7 +339,7 @@ impl Handler {
             .headers()
             .get(AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        let client = match self.router.authenticate(authorization) {
+        let client = match router.authenticate(authorization) {
             Ok(client) => client,
             Err(error) => return fail(ApiError::from_auth(error), &error),
         };
@@ -324,7 +349,7 @@ impl Handler {
             Ok(question) => question,
             Err(error) => return refuse(error, request.method(), USAGE_PATH),
         };
-        match self.router.usage(&client, question).await {
+        match router.usage(&client, question).await {
             Ok(report) => match serde_json::to_vec(&report) {
                 Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes)),
                 Err(error) => fail(ApiError::encoding_failed(&error), &error),
@@ -470,6 +495,50 @@ pub(crate) fn percent_decode(raw: &str) -> Cow<'_, str> {
     match String::from_utf8(decoded) {
         Ok(decoded) => Cow::Owned(decoded),
         Err(_) => Cow::Borrowed(raw),
+    }
+}
+
+/// `POST /admin/reload`: reloads the config for an admin key; 200 with what
+/// changed, or 400 with every problem (the running config stays).
+async fn reload_config<B>(
+    router: &Router,
+    reload: &Arc<dyn Reload>,
+    request: &Request<B>,
+) -> Response<ResponseBody> {
+    let method = request.method();
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let client = match router.authenticate(authorization) {
+        Ok(client) => client,
+        Err(error) => {
+            let refusal = ApiError::from_auth(error);
+            refusal.log(method, RELOAD_PATH, &error);
+            return refusal.into_response();
+        }
+    };
+    if !client.admin {
+        return refuse(ApiError::admin_required(), method, RELOAD_PATH);
+    }
+    // Reading the file and building providers is blocking work.
+    let reload = Arc::clone(reload);
+    let outcome = match tokio::task::spawn_blocking(move || reload.reload()).await {
+        Ok(outcome) => outcome,
+        Err(error) => return refuse(ApiError::encoding_failed(&error), method, RELOAD_PATH),
+    };
+    match outcome {
+        Ok(changes) => {
+            let body = serde_json::json!({
+                "object": "config.reload",
+                "changed": !changes.is_empty(),
+                "models": changes.models,
+                "keys": changes.keys,
+                "needs_restart": changes.needs_restart,
+            });
+            json(StatusCode::OK, Bytes::from(body.to_string()))
+        }
+        Err(errors) => refuse(ApiError::invalid_config(&errors), method, RELOAD_PATH),
     }
 }
 

@@ -57,6 +57,9 @@ pub struct HttpConfig {
     /// usage records reach the same `Metrics` through its usage sink, which
     /// the server wires.
     pub metrics: Option<Arc<Metrics>>,
+    /// Answers `POST /admin/reload` for admin keys; `None`: the route does
+    /// not exist (404 `unknown_url`).
+    pub reload: Option<Arc<dyn router_core::live::Reload>>,
 }
 
 impl HttpConfig {
@@ -69,6 +72,7 @@ impl HttpConfig {
             sse_keepalive: server.sse_keepalive,
             header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
             metrics: None,
+            reload: None,
         }
     }
 
@@ -76,6 +80,14 @@ impl HttpConfig {
     pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
         Self {
             metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    /// Serves `POST /admin/reload` (admin keys only) with `reload`.
+    pub fn with_reload(self, reload: Arc<dyn router_core::live::Reload>) -> Self {
+        Self {
+            reload: Some(reload),
             ..self
         }
     }

@@ -82,6 +82,12 @@ struct LimitLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    /// `ok` or `invalid`.
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     route: &'static str,
     status: u16,
@@ -161,6 +167,7 @@ pub struct Metrics {
     usage_records_estimated: Counter,
     http_requests: Family<HttpLabels, Counter>,
     in_flight: Gauge,
+    config_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -252,6 +259,13 @@ impl Metrics {
              not included)",
             in_flight.clone(),
         );
+        let config_reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads (SIGHUP, the file watch, POST /admin/reload) by result: ok \
+             (applied) or invalid (refused; the running config stays)",
+            Family::clone(&config_reloads),
+        );
         Self {
             registry,
             models: RwLock::new(series_by_name(models, &HashMap::new())),
@@ -266,6 +280,7 @@ impl Metrics {
             usage_records_estimated,
             http_requests,
             in_flight,
+            config_reloads,
         }
     }
 
@@ -281,6 +296,14 @@ impl Metrics {
                 .register_collector(Box::new(SharedLimitsCollector(limiter)));
         }
         self
+    }
+
+    /// Counts one config reload: `ok` (applied) or `invalid` (refused).
+    pub fn count_reload(&self, applied: bool) {
+        let result = if applied { "ok" } else { "invalid" };
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     /// Replaces the configured model names (after a config reload). Series

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use router_core::escape::Escaped;
-use router_core::Router;
+use router_core::LiveRouter;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -74,7 +74,7 @@ pub struct ServeOutcome {
 /// dropped) no connection, and so no upstream call, outlives it.
 pub async fn serve(
     listener: TcpListener,
-    router: Arc<Router>,
+    routers: Arc<LiveRouter>,
     config: HttpConfig,
     shutdown: impl Future<Output = ()>,
     shutdown_timeout: Duration,
@@ -82,7 +82,7 @@ pub async fn serve(
     let builder = Arc::new(connection_builder(&config));
     let header_read_timeout = config.header_read_timeout;
     let draining = Shutdown::default();
-    let handler = Handler::with_shutdown(router, config, draining.clone());
+    let handler = Handler::with_shutdown(routers, config, draining.clone());
     let graceful = GracefulShutdown::new();
     // Connections still waiting for their first byte are not hyper connections
     // yet, so `graceful` cannot reach them; this tells them to give up.

@@ -363,6 +363,7 @@ async fn start(options: Options) -> TestServer {
         sse_keepalive: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(10),
         metrics: None,
+        reload: None,
     };
     if let Some(metrics) = &metrics {
         http = http.with_metrics(metrics.clone());
@@ -372,7 +373,7 @@ async fn start(options: Options) -> TestServer {
     let (shutdown, signal) = oneshot::channel::<()>();
     let served = tokio::spawn(serve(
         listener,
-        Arc::new(router),
+        Arc::new(router_core::LiveRouter::new(router)),
         http,
         async move {
             let _ = signal.await;

@@ -280,6 +280,7 @@ fn http_config() -> HttpConfig {
         sse_keepalive: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(10),
         metrics: None,
+        reload: None,
     }
 }
 
@@ -298,7 +299,7 @@ async fn start(http: HttpConfig, shutdown_timeout: Duration) -> TestServer {
     let (shutdown, signal) = oneshot::channel::<()>();
     let served = tokio::spawn(serve(
         listener,
-        Arc::new(router),
+        Arc::new(router_core::LiveRouter::new(router)),
         http,
         async move {
             let _ = signal.await;

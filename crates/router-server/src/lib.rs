@@ -22,18 +22,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+mod reload;
+
 use clap::{Parser, Subcommand};
+use reload::{Limits, Reloader};
 use router_core::config::LimitsBackend;
 use router_core::config::{self, Config, ConfigError, ConfigErrors};
-use router_core::health_board::{HealthBoard, HealthListener, LocalHealth};
+use router_core::health_board::HealthListener;
 use router_core::limits::Limiter;
 use router_core::provider::ProviderFactory;
 use router_core::usage::{FanOut, NoLedger, UsageSink, UsageStore};
-use router_core::{Router, Services};
+use router_core::{LiveRouter, Router, Services};
 use router_http::{HttpConfig, Metrics};
 use router_limits::{
-    CounterSink, MemoryLimiter, NoPersistence, PostgresStore, RedisHealthBoard, RedisLimiter,
-    SqliteStore, SystemClock, TiktokenCounter,
+    CounterSink, MemoryLimiter, NoPersistence, PostgresStore, RedisLimiter, SqliteStore,
+    SystemClock, TiktokenCounter,
 };
 use router_providers::client::HttpClient;
 use router_providers::registry::Registry;
@@ -156,11 +159,11 @@ impl Server {
     /// written), 2 (the config has problems).
     pub fn run(self) -> ExitCode {
         init_logging();
-        let config = match self.config {
-            ConfigSource::Loaded(config) => *config,
+        let (config, path) = match self.config {
+            ConfigSource::Loaded(config) => (*config, None),
             ConfigSource::Path(path) => {
                 match config::load_file(&path, &|name| std::env::var(name).ok()) {
-                    Ok(config) => config,
+                    Ok(config) => (config, Some(path)),
                     Err(errors) => {
                         report_config_errors(&errors);
                         return ExitCode::from(2);
@@ -218,7 +221,7 @@ impl Server {
         let router = match Router::with_services(
             &config,
             &|entry| registry.build(entry).map_err(|error| error.to_string()),
-            services,
+            services.clone(),
         ) {
             Ok(router) => router,
             Err(error) => {
@@ -226,7 +229,20 @@ impl Server {
                 return ExitCode::from(2);
             }
         };
-        serve(&config, router, serving, &runtime, workers)
+        let routers = Arc::new(LiveRouter::new(router));
+        // A config given as a value has no file to read again.
+        let reloader = path.map(|path| {
+            Arc::new(Reloader::new(
+                path,
+                config.clone(),
+                Arc::clone(&routers),
+                registry,
+                services,
+                &serving,
+                runtime.handle().clone(),
+            ))
+        });
+        serve(&config, routers, reloader, serving, &runtime, workers)
     }
 }
 
@@ -252,7 +268,7 @@ async fn open_services(config: &Config) -> Result<(Services, Serving), String> {
         );
         None
     };
-    let (limiter, redis): (Arc<dyn Limiter>, _) = match &config.limits.backend {
+    let (limiter, limits): (Arc<dyn Limiter>, _) = match &config.limits.backend {
         LimitsBackend::Memory => {
             let (restored, counter_sink): (_, Arc<dyn CounterSink>) = match &store {
                 Some(store) => (
@@ -263,8 +279,13 @@ async fn open_services(config: &Config) -> Result<(Services, Serving), String> {
                 ),
                 None => (Vec::new(), Arc::new(NoPersistence)),
             };
-            let limiter = MemoryLimiter::new(config, SystemClock::new(), restored, counter_sink);
-            (Arc::new(limiter), None)
+            let limiter = Arc::new(MemoryLimiter::new(
+                config,
+                SystemClock::new(),
+                restored,
+                counter_sink,
+            ));
+            (limiter.clone(), Limits::Memory(limiter))
         }
         // Day counters and budgets live in Redis with the other limits, and
         // so does what replicas learn about provider keys.
@@ -272,20 +293,17 @@ async fn open_services(config: &Config) -> Result<(Services, Serving), String> {
             let limiter =
                 Arc::new(RedisLimiter::new(config, redis).map_err(|error| error.to_string())?);
             let board = Arc::new(limiter.health_board(config));
-            (limiter.clone(), Some((limiter, board)))
+            (limiter.clone(), Limits::Redis { limiter, board })
         }
     };
-    let health: Arc<dyn HealthBoard> = match &redis {
-        Some((_, board)) => board.clone(),
-        None => Arc::new(LocalHealth),
-    };
+    let health = limits.health_board();
     // With `ledger_url`, usage rows go to PostgreSQL (which spills into the
     // SQLite file while it is unreachable); the file keeps the counters.
     let shared_ledger = match PostgresStore::from_config(&config.limits).await {
         Ok(store) => store.map(Arc::new),
         Err(error) => return Err(format!("cannot use limits.ledger_url: {error}")),
     };
-    let counter = TiktokenCounter::new();
+    let counter = Arc::new(TiktokenCounter::new());
     counter.warm_up(config.models.iter().filter(|entry| entry.enabled));
     let metrics = config.server.metrics.then(|| {
         Arc::new(
@@ -316,7 +334,7 @@ async fn open_services(config: &Config) -> Result<(Services, Serving), String> {
         usage,
         // `None`: `/v1/usage` answers that there is no ledger.
         store: ledger.map(|(_, store)| store),
-        counter: Arc::new(counter),
+        counter: counter.clone(),
         health,
     };
     Ok((
@@ -325,7 +343,8 @@ async fn open_services(config: &Config) -> Result<(Services, Serving), String> {
             store,
             shared_ledger,
             metrics,
-            redis,
+            limits,
+            counter,
         },
     ))
 }
@@ -340,8 +359,11 @@ struct Serving {
     shared_ledger: Option<Arc<PostgresStore>>,
     /// Served on `/metrics`; `None` with `server.metrics: false`.
     metrics: Option<Arc<Metrics>>,
-    /// The shared limiter and key health, connected once the runtime runs.
-    redis: Option<(Arc<RedisLimiter>, Arc<RedisHealthBoard>)>,
+    /// The limiter (and, on Redis, the key health board), by kind: a reload
+    /// reconfigures it. The shared one connects once the runtime runs.
+    limits: Limits,
+    /// Warmed up for the models of each reloaded config too.
+    counter: Arc<TiktokenCounter>,
 }
 
 fn init_logging() {
@@ -415,20 +437,23 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
 
 fn serve(
     config: &Config,
-    router: Router,
+    routers: Arc<LiveRouter>,
+    reloader: Option<Arc<Reloader>>,
     serving: Serving,
     runtime: &tokio::runtime::Runtime,
     workers: usize,
 ) -> ExitCode {
     runtime.block_on(async move {
-        let router = Arc::new(router);
-        if let Some((limiter, board)) = &serving.redis {
+        if let Limits::Redis { limiter, board } = &serving.limits {
             // Bounded: under fail_open the router serves without Redis, and
             // connects in the background.
             let connected = limiter.connect(REDIS_START_WAIT).await;
             tracing::info!(connected, "limits and key health are shared through redis");
-            let listener: Arc<dyn HealthListener> = router.clone();
+            let listener: Arc<dyn HealthListener> = routers.load();
             board.listen(Arc::downgrade(&listener)).await;
+        }
+        if let Some(reloader) = &reloader {
+            reloader.watch();
         }
         let address = SocketAddr::new(config.server.host, config.server.port);
         let listener = match TcpListener::bind(address).await {
@@ -448,12 +473,15 @@ fn serve(
         );
         announce(bound);
         let mut http = HttpConfig::from_server_config(&config.server);
-        if let Some(metrics) = serving.metrics {
+        if let Some(metrics) = serving.metrics.clone() {
             http = http.with_metrics(metrics);
+        }
+        if let Some(reloader) = reloader {
+            http = http.with_reload(reloader);
         }
         let outcome = router_http::serve(
             listener,
-            router,
+            routers,
             http,
             shutdown_signal(),
             config.server.shutdown_timeout,
@@ -538,6 +566,18 @@ fn announce(address: SocketAddr) {
 #[allow(clippy::print_stderr)]
 fn report(message: &str) {
     eprintln!("error: {message}");
+}
+
+/// A reloaded config's problems, for the log: the running config stays.
+fn report_config_errors_to_log(path: &std::path::Path, errors: &ConfigErrors) {
+    tracing::error!(
+        config = %path.display(),
+        problems = errors.0.len(),
+        "the config was not reloaded; the running one stays"
+    );
+    for error in &errors.0 {
+        tracing::error!(problem = %error, "config problem");
+    }
 }
 
 #[allow(clippy::print_stderr)]

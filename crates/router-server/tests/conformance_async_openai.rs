@@ -477,6 +477,7 @@ async fn embeddings_of_an_unknown_model_are_an_api_error() {
         }
         other => panic!("expected an API error, got {other:?}"),
     }
+}
 
 /// A tool-calling conversation streamed through an `anthropic` entry parses
 /// strictly and gives exactly what a native OpenAI model gives for the same

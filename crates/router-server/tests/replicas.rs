@@ -78,6 +78,20 @@ async fn burst(
     process::burst(&urls, KEY, count, body).await
 }
 
+/// An `rpm` limit of `limit` admits the whole limit at once, then one more
+/// each `60 s / limit`: of a burst that lasted `elapsed`, at least `limit`
+/// and at most one more per interval that passed. A burst as fast as a
+/// test's normally is (under 1.2 s for 50) must admit exactly `limit`.
+fn assert_within_allowance(admitted: usize, limit: u64, elapsed: Duration) {
+    let interval = 60_000 / limit;
+    let refills = u64::try_from(elapsed.as_millis()).unwrap() / interval;
+    let (least, most) = (limit as usize, (limit + refills) as usize);
+    assert!(
+        (least..=most).contains(&admitted),
+        "{admitted} admitted by rpm {limit} in {elapsed:?}: expected {least}..={most}"
+    );
+}
+
 fn admitted(answers: &[(u16, Value, http::HeaderMap)]) -> usize {
     answers.iter().filter(|(status, ..)| *status == 200).count()
 }
@@ -101,9 +115,13 @@ fn assert_refusals(answers: &[(u16, Value, http::HeaderMap)], limit: &str, code:
 async fn three_replicas_hold_one_rpm_limit() {
     let redis = RedisServer::start();
     let routers = replicas(3, &config(&redis, "", "    rpm: 50\n", &mock_model()));
+    let started = Instant::now();
     let answers = burst(&routers, 300, &chat("mock", 16)).await;
-    assert_eq!(admitted(&answers), 50);
-    assert_eq!(answers.len() - admitted(&answers), 250);
+    // 50 at once; exactly 50 when the burst takes less than the 1.2 s after
+    // which GCRA hands out the next request (a loaded machine may take
+    // longer, and then each 1.2 s allows exactly one more).
+    assert_within_allowance(admitted(&answers), 50, started.elapsed());
+    assert_eq!(answers.len(), 300);
     assert_refusals(&answers, "key rpm", "rate_limit_exceeded");
     let refused = answers.iter().find(|(status, ..)| *status == 429).unwrap();
     assert_eq!(refused.2["x-ratelimit-limit-requests"], "50");
@@ -361,8 +379,9 @@ async fn redis_down_under_fail_open_each_replica_enforces_its_share_then_exact_a
     redis.start_again();
     wait_until_shared(&routers).await;
     // A fresh Redis: one limit of 20 over both replicas again.
+    let started = Instant::now();
     let answers = burst(&routers, 60, &chat("mock", 16)).await;
-    assert_eq!(admitted(&answers), 20);
+    assert_within_allowance(admitted(&answers), 20, started.elapsed());
     assert_refusals(&answers, "key rpm", "rate_limit_exceeded");
 }
 

@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::secret::Secret;
 
+mod diff;
 mod env;
 mod error;
 mod raw;
@@ -25,6 +26,7 @@ mod scalar;
 mod validate;
 mod yaml;
 
+pub use diff::{diff, Changes, ConfigChanges};
 pub use error::{ConfigError, ConfigErrors};
 pub use validate::{load_file, parse};
 

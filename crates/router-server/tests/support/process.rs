@@ -59,6 +59,8 @@ pub fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 pub struct RouterProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// The config file it runs on (tests of hot reload edit it).
+    pub config_path: PathBuf,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
@@ -111,6 +113,7 @@ impl RouterProcess {
         Self {
             child,
             addr,
+            config_path: path,
             stderr: lines,
         }
     }
@@ -122,6 +125,16 @@ impl RouterProcess {
     /// Everything the process wrote to stderr so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGHUP (reload the config).
+    pub fn hang_up(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     /// Sends SIGTERM.
