@@ -579,40 +579,41 @@ fn config_text(mock_addr: &str, database: &Path, features: bool, redis: Option<&
     )
 }
 
-/// Builds both packages in release mode and copies the binaries out of the shared
-/// target directory, where other builds may replace them during the run.
+/// Builds the packages in release mode and copies each build's binaries out of the
+/// shared target directory as soon as it is done, since other builds may replace them
+/// during the run.
 fn build(root: &Path, target: &Path, bench_dir: &Path) -> Result<PathBuf> {
-    for package in ["router-server", "loadkit"] {
-        let mut command = process::cargo();
-        command.args(["build", "--release", "--package", package]);
-        process::run(root, &mut command)?;
-    }
-    // A build of its own: with the router's, cargo would unify the example's
-    // dev-dependency features into the router binary that every scenario measures.
-    process::run(
-        root,
-        process::cargo().args([
-            "build",
-            "--release",
-            "--package",
-            "router-limits",
-            "--example",
-            "admission-latency",
-        ]),
-    )?;
     let bin_dir = bench_dir.join("bin");
     std::fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
-    for binary in [
-        "router-server",
-        "mock-upstream",
-        "bench-client",
-        "null-proxy",
-        "examples/admission-latency",
-    ] {
-        let built = target.join("release").join(binary);
-        let copy = bin_dir.join(Path::new(binary).file_name().unwrap_or_default());
-        std::fs::copy(&built, &copy)
-            .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    let steps: [(&[&str], &[&str]); 3] = [
+        (&["--package", "router-server"], &["router-server"]),
+        (
+            &["--package", "loadkit"],
+            &["mock-upstream", "bench-client", "null-proxy"],
+        ),
+        // A build of its own: with the router's, cargo would unify the example's
+        // dev-dependency features into the router binary that every scenario measures.
+        (
+            &[
+                "--package",
+                "router-limits",
+                "--example",
+                "admission-latency",
+            ],
+            &["examples/admission-latency"],
+        ),
+    ];
+    for (args, binaries) in steps {
+        process::run(
+            root,
+            process::cargo().args(["build", "--release"]).args(args),
+        )?;
+        for binary in binaries {
+            let built = target.join("release").join(binary);
+            let copy = bin_dir.join(Path::new(binary).file_name().unwrap_or_default());
+            std::fs::copy(&built, &copy)
+                .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+        }
     }
     Ok(bin_dir)
 }
