@@ -920,7 +920,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let fresh_alive = fresh.child_alive();
     drop(fresh);
 
-    let shared = shared_limits::run(&mut bench, &options, &redis_program, &mock_addr, &routed)?;
+    let shared = shared_limits::run(
+        &mut bench,
+        &options,
+        &redis_program,
+        &mock_addr,
+        (&routed, router.id()),
+    )?;
 
     let mock_stats = http_get(&mock_addr, "/stats", None).unwrap_or_else(|_| "unknown".into());
     let final_rss = rss_kib(router.id()).unwrap_or(0);

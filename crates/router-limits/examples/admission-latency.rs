@@ -9,15 +9,17 @@
 //! and settles it with 600 (the refund path): the time from the call to
 //! `admit` to `settle` returning. Redis settles from a task of its own,
 //! off the request path, as in the router, so its round trip overlaps the
-//! next admission's. The two limiters alternate in rounds so that both see
-//! the same machine state. One current-thread runtime, as the router has on
-//! one core; `--tasks` admissions are in flight at once (each task admits
-//! one after another).
+//! next admission's. A third subject, a `PING` through a connection like the
+//! limiter's (redis-rs `ConnectionManager`), is the floor any Redis round
+//! trip pays: the difference is the script and the limiter. The three
+//! alternate in rounds so that all see the same machine state. One
+//! current-thread runtime, as the router has on one core; `--tasks`
+//! admissions are in flight at once (each task admits one after another).
 //!
 //! Usage: `admission-latency --redis-url redis://127.0.0.1:PORT/0
 //! [--admissions N] [--tasks T] [--rounds R]`. Prints one JSON line:
 //! `{"admissions":N,"tasks":T,"memory":{"p50_us":..,"p99_us":..,
-//! "p999_us":..,"max_us":..},"redis":{..},"fallback_admissions":0,
+//! "p999_us":..,"max_us":..},"redis":{..},"ping":{..},"fallback_admissions":0,
 //! "outages":0,"errors":0}`. Exits 1 when Redis was never reached or an
 //! admission failed, fell back or was refused.
 
@@ -30,6 +32,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use router_core::config::{self, Config, LimitsBackend};
 use router_core::limits::{Demand, Limiter, Settlement};
 use router_limits::{MemoryLimiter, NoPersistence, RedisLimiter, SystemClock};
@@ -148,20 +151,26 @@ async fn run(args: &Args) -> Result<String, String> {
         Vec::new(),
         Arc::new(NoPersistence),
     );
+    let ping = ping_connection(&args.redis_url).await?;
     let config = Rc::new(config);
-    let redis: Rc<dyn Limiter> = Rc::new(redis);
-    let memory: Rc<dyn Limiter> = Rc::new(memory);
+    let redis = Rc::new(Subject::Limiter(Box::new(redis)));
+    let memory = Rc::new(Subject::Limiter(Box::new(memory)));
+    let ping = Rc::new(Subject::Ping(ping));
 
     // Warm-up: the script is loaded, the connection and allocator are warm.
-    for limiter in [&memory, &redis] {
-        measure(limiter, &config, 200, args.tasks).await?;
+    for subject in [&memory, &redis, &ping] {
+        measure(subject, &config, 200, args.tasks).await?;
     }
     let per_round = args.admissions.div_ceil(args.rounds);
-    let (mut memory_times, mut redis_times) = (Vec::new(), Vec::new());
+    let (mut memory_times, mut redis_times, mut ping_times) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.rounds {
         memory_times.extend(measure(&memory, &config, per_round, args.tasks).await?);
         redis_times.extend(measure(&redis, &config, per_round, args.tasks).await?);
+        ping_times.extend(measure(&ping, &config, per_round, args.tasks).await?);
     }
+    let Subject::Limiter(redis) = &*redis else {
+        return Err("the redis subject is a limiter".to_owned());
+    };
     // Lets the last settlements reach Redis before the counters are read.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stats = redis.shared_stats().unwrap_or_default();
@@ -172,19 +181,58 @@ async fn run(args: &Args) -> Result<String, String> {
         ));
     }
     Ok(format!(
-        "{{\"admissions\":{},\"tasks\":{},\"memory\":{},\"redis\":{},\"fallback_admissions\":{},\"outages\":{},\"errors\":0}}",
+        "{{\"admissions\":{},\"tasks\":{},\"memory\":{},\"redis\":{},\"ping\":{},\"fallback_admissions\":{},\"outages\":{},\"errors\":0}}",
         memory_times.len(),
         args.tasks,
         percentiles(&mut memory_times),
         percentiles(&mut redis_times),
+        percentiles(&mut ping_times),
         stats.fallback_admissions,
         stats.outages,
     ))
 }
 
-/// `count` admissions spread over `tasks` tasks; each one's duration.
+/// What is timed: an admission through a limiter, or a bare round trip.
+enum Subject {
+    Limiter(Box<dyn Limiter>),
+    Ping(ConnectionManager),
+}
+
+impl Subject {
+    async fn once(&self, config: &Config) -> Result<Duration, String> {
+        match self {
+            Self::Limiter(limiter) => admit_and_settle(&**limiter, config).await,
+            Self::Ping(connection) => {
+                // A clone shares the one multiplexed connection, as the
+                // limiter's calls do.
+                let mut connection = connection.clone();
+                let started = Instant::now();
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+                    .map_err(|error| format!("PING failed: {error}"))?;
+                Ok(started.elapsed())
+            }
+        }
+    }
+}
+
+/// A connection set up as the limiter sets up its own.
+async fn ping_connection(url: &str) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|error| error.to_string())?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_millis(50)))
+        .set_number_of_retries(1);
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .map_err(|error| format!("cannot connect to redis for PING: {error}"))
+}
+
+/// `count` admissions (or pings) spread over `tasks` tasks; each one's
+/// duration.
 async fn measure(
-    limiter: &Rc<dyn Limiter>,
+    subject: &Rc<Subject>,
     config: &Rc<Config>,
     count: usize,
     tasks: usize,
@@ -193,12 +241,12 @@ async fn measure(
     let mut handles = Vec::with_capacity(tasks);
     let local = tokio::task::LocalSet::new();
     for _ in 0..tasks {
-        let limiter = Rc::clone(limiter);
+        let subject = Rc::clone(subject);
         let config = Rc::clone(config);
         handles.push(local.spawn_local(async move {
             let mut times = Vec::with_capacity(per_task);
             for _ in 0..per_task {
-                times.push(admit_and_settle(&*limiter, &config).await?);
+                times.push(subject.once(&config).await?);
             }
             Ok::<_, String>(times)
         }));

@@ -8,10 +8,12 @@
 //! - admission latency: router-limits' `admission-latency` example, on the router's
 //!   core, runs sequential admissions (admit + settle against client key rpm + tpm and
 //!   model rpm + tpm) through `RedisLimiter` and `MemoryLimiter` alternately, and
-//!   prints their percentiles; once more with [`IN_FLIGHT`] admissions at a time;
+//!   prints their percentiles, with a bare `PING` round trip as the floor; once more
+//!   with [`IN_FLIGHT`] admissions at a time;
 //! - throughput: a router with the features-on config plus the `limits.backend: redis`
 //!   block, alternating with the features-on router (memory limits) at
-//!   [`CONNECTIONS`] connections.
+//!   [`CONNECTIONS`] connections, with the CPU the routers and redis-server used
+//!   (so the table tells whether the router's core or Redis' was the limit).
 //!
 //! A run that fell back to memory (Redis not answering within `command_timeout`) is a
 //! failure, not a figure: the example exits non-zero, and the router's
@@ -149,11 +151,12 @@ pub(super) struct Percentiles {
     pub(super) p999: f64,
 }
 
-/// One `admission-latency` run: memory and Redis side by side.
+/// One `admission-latency` run: memory and Redis side by side, and a bare round trip.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Latency {
     pub(super) memory: Percentiles,
     pub(super) redis: Percentiles,
+    pub(super) ping: Percentiles,
 }
 
 /// `admission-latency`'s JSON line; `None` unless it has both sides and no fallback.
@@ -173,7 +176,42 @@ fn parse_latency(text: &str) -> Option<Latency> {
     Some(Latency {
         memory: side("memory")?,
         redis: side("redis")?,
+        ping: side("ping")?,
     })
+}
+
+/// CPU time (user + system) `pid` has used, in seconds, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    parse_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Fields 14 and 15 (utime, stime) of a `/proc/PID/stat` line, in clock ticks of
+/// 1/100 s (USER_HZ on Linux). The command name may hold spaces and parentheses, so
+/// the fields are counted from the last `)`.
+fn parse_cpu_seconds(stat: &str) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+/// What `work` returned, and the share of one core each of `pids` used while it ran
+/// (NaN when that cannot be read).
+fn busy<T>(pids: &[u32], work: impl FnOnce() -> Result<T>) -> Result<(T, Vec<f64>)> {
+    let before: Vec<Option<f64>> = pids.iter().map(|&pid| cpu_seconds(pid)).collect();
+    let started = Instant::now();
+    let value = work()?;
+    let wall = started.elapsed().as_secs_f64();
+    let shares = pids
+        .iter()
+        .zip(before)
+        .map(|(&pid, before)| match (before, cpu_seconds(pid)) {
+            (Some(before), Some(after)) if wall > 0.0 => (after - before) / wall,
+            _ => f64::NAN,
+        })
+        .collect();
+    Ok((value, shares))
 }
 
 /// The value of an unlabelled metric in OpenMetrics text.
@@ -197,6 +235,9 @@ pub(super) struct SharedLimitsRuns {
     pub(super) admissions: u32,
     /// (memory, redis) per repetition, at [`CONNECTIONS`].
     pub(super) throughput: Vec<(Run, Run)>,
+    /// Per repetition, the share of a core used during the memory run by its router,
+    /// and during the redis run by its router and by redis-server.
+    pub(super) cpu: Vec<[f64; 3]>,
     /// The router's fallback counters after the runs (name, value).
     pub(super) fallbacks: Vec<(&'static str, f64)>,
 }
@@ -209,7 +250,7 @@ pub(super) fn run(
     options: &Options,
     redis_program: &Path,
     mock_addr: &str,
-    memory: &Target,
+    (memory, memory_pid): (&Target, u32),
 ) -> Result<SharedLimitsRuns> {
     println!("bench: 8. shared limits: Redis versus memory");
     let redis = start_redis(redis_program, &bench.run_dir, bench.pinning.load)?;
@@ -224,6 +265,7 @@ pub(super) fn run(
         in_flight: Vec::new(),
         admissions,
         throughput: Vec::new(),
+        cpu: Vec::new(),
         fallbacks: Vec::new(),
     };
     for _ in 0..options.reps {
@@ -257,10 +299,15 @@ pub(super) fn run(
     );
     bench.wrk(&target, CONNECTIONS, 1)?;
     let seconds = options.seconds(Scenario::Throughput);
+    let (router_pid, redis_pid) = (router.id(), redis.server.id());
     for _ in 0..options.reps {
-        let memory_run = bench.wrk(memory, CONNECTIONS, seconds)?;
-        let redis_run = bench.wrk(&target, CONNECTIONS, seconds)?;
+        let (memory_run, memory_cpu) =
+            busy(&[memory_pid], || bench.wrk(memory, CONNECTIONS, seconds))?;
+        let (redis_run, redis_cpu) = busy(&[router_pid, redis_pid], || {
+            bench.wrk(&target, CONNECTIONS, seconds)
+        })?;
         runs.throughput.push((memory_run, redis_run));
+        runs.cpu.push([memory_cpu[0], redis_cpu[0], redis_cpu[1]]);
     }
     let metrics = http_get(&addr, "/metrics", Some(CLIENT_KEY))
         .context("reading /metrics of the router with redis limits")?;
@@ -335,11 +382,16 @@ pub(super) fn section(out: &mut String, options: &Options, runs: &SharedLimitsRu
          settlement is one more on the same connection, sent from its own task as in the \
          router, so it overlaps the next admission) and `MemoryLimiter` alternately, on \
          one current-thread runtime; \"in flight\" runs that many admitting tasks at once. \
-         The redis / memory column is the ratio within each run. **Throughput**: the \
+         A `PING` through the same kind of connection (redis-rs `ConnectionManager`), \
+         in the same rounds, is the floor of any Redis round trip on this machine. The \
+         redis / memory column is the ratio within each run. **Throughput**: the \
          features-on router (memory limits) and the same config with `backend: redis` \
          (every limit of scenario 6 in Redis: key rps/rpm/tpm/tpd, model rpm/tpm, the \
-         monthly budget), {CONNECTIONS} connections, {} s per run, alternating. A run that \
-         fell back to memory fails the bench.\n",
+         monthly budget), {CONNECTIONS} connections, {} s per run, alternating; CPU is \
+         user + system time from `/proc` over each run's wall time: a router well under \
+         100 % of its core was held back by something else (Redis, or the load core \
+         that Redis shares with wrk and the mock). A run that fell back to memory fails \
+         the bench.\n",
         runs.admissions,
         options.seconds(Scenario::Throughput)
     );
@@ -410,6 +462,14 @@ pub(super) fn section(out: &mut String, options: &Options, runs: &SharedLimitsRu
             ""
         )
     );
+    let _ = writeln!(
+        out,
+        "| Redis round trip floor: PING p50/p99 (µs); last column admission / PING | | {} / {} | {} / {} | |",
+        spread(runs.sequential.iter().map(|run| run.ping.p50).collect()).show(1, ""),
+        spread(runs.sequential.iter().map(|run| run.ping.p99).collect()).show(1, ""),
+        spread(runs.sequential.iter().map(|run| run.redis.p50 / run.ping.p50).collect()).show(1, "×"),
+        spread(runs.sequential.iter().map(|run| run.redis.p99 / run.ping.p99).collect()).show(1, "×"),
+    );
     let rates = |pick: fn(&(Run, Run)) -> f64| spread(runs.throughput.iter().map(pick).collect());
     let ratio = rates(|(memory, redis)| redis.rate() / memory.rate());
     let _ = writeln!(
@@ -430,6 +490,32 @@ pub(super) fn section(out: &mut String, options: &Options, runs: &SharedLimitsRu
         rates(|(memory, _)| memory.p99_us / 1000.0).show(2, ""),
         rates(|(_, redis)| redis.p99_us / 1000.0).show(2, ""),
         rates(|(memory, redis)| redis.p99_us / memory.p99_us).show(2, ""),
+    );
+    let cpu = |index: usize| {
+        spread(
+            runs.cpu
+                .iter()
+                .map(|shares| shares[index] * 100.0)
+                .collect(),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "| router CPU during the runs (% of its core) | {} | {} | {} | |",
+        cpu(0).show(0, " %"),
+        cpu(1).show(0, " %"),
+        spread(
+            runs.cpu
+                .iter()
+                .map(|shares| shares[1] / shares[0])
+                .collect()
+        )
+        .show(2, ""),
+    );
+    let _ = writeln!(
+        out,
+        "| redis-server CPU during the redis runs (% of the load core) | | {} | | |",
+        cpu(2).show(0, " %"),
     );
     let errors: u64 = runs
         .throughput
@@ -454,11 +540,12 @@ mod tests {
 
     #[test]
     fn latency_line_is_parsed() {
-        let line = r#"{"admissions":10,"tasks":1,"memory":{"p50_us":0.66,"p99_us":0.95,"p999_us":6.38,"max_us":24.04},"redis":{"p50_us":109.94,"p99_us":764.05,"p999_us":4086.99,"max_us":8011.16},"fallback_admissions":0,"outages":0,"errors":0}"#;
+        let line = r#"{"admissions":10,"tasks":1,"memory":{"p50_us":0.66,"p99_us":0.95,"p999_us":6.38,"max_us":24.04},"redis":{"p50_us":109.94,"p99_us":764.05,"p999_us":4086.99,"max_us":8011.16},"ping":{"p50_us":23.5,"p99_us":40.1,"p999_us":90.2,"max_us":200.0},"fallback_admissions":0,"outages":0,"errors":0}"#;
         let latency = parse_latency(&format!("{line}\n")).unwrap();
         assert_eq!(latency.memory.p50, 0.66);
         assert_eq!(latency.redis.p99, 764.05);
         assert_eq!(latency.redis.p999, 4086.99);
+        assert_eq!(latency.ping.p50, 23.5);
         // A run that fell back is no figure.
         assert!(parse_latency(
             &line.replace("\"fallback_admissions\":0", "\"fallback_admissions\":3")
@@ -466,6 +553,15 @@ mod tests {
         .is_none());
         assert!(parse_latency(&line.replace("\"redis\"", "\"other\"")).is_none());
         assert!(parse_latency("not json").is_none());
+    }
+
+    #[test]
+    fn cpu_time_is_utime_plus_stime() {
+        // A command name with a space and a parenthesis; utime 250, stime 50 ticks.
+        let stat = "4242 (router (x) y) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 3 0 100 1000 200";
+        assert_eq!(parse_cpu_seconds(stat), Some(3.0));
+        assert_eq!(parse_cpu_seconds("4242 (short) S 1 2"), None);
+        assert!(cpu_seconds(std::process::id()).is_some());
     }
 
     #[test]
