@@ -196,14 +196,39 @@ fn parse_cpu_seconds(stat: &str) -> Option<f64> {
     Some((user + system) as f64 / 100.0)
 }
 
-/// What `work` returned, and the share of one core each of `pids` used while it ran
-/// (NaN when that cannot be read).
-fn busy<T>(pids: &[u32], work: impl FnOnce() -> Result<T>) -> Result<(T, Vec<f64>)> {
+/// Busy and total clock ticks of `core` so far, from its `cpuN` line in `/proc/stat`.
+fn core_ticks(core: &str) -> Option<(u64, u64)> {
+    parse_core_ticks(&std::fs::read_to_string("/proc/stat").ok()?, core)
+}
+
+/// Idle and iowait are the ticks in which the core had nothing to run.
+fn parse_core_ticks(stat: &str, core: &str) -> Option<(u64, u64)> {
+    let line = stat
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cpu{core} ")))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// What `work` returned; the share of one core each of `pids` used while it ran,
+/// followed by the share of `core` that was busy (NaN when not pinned or unreadable).
+fn busy<T>(
+    pids: &[u32],
+    core: Option<&str>,
+    work: impl FnOnce() -> Result<T>,
+) -> Result<(T, Vec<f64>)> {
     let before: Vec<Option<f64>> = pids.iter().map(|&pid| cpu_seconds(pid)).collect();
+    let core_before = core.and_then(core_ticks);
     let started = Instant::now();
     let value = work()?;
     let wall = started.elapsed().as_secs_f64();
-    let shares = pids
+    let mut shares: Vec<f64> = pids
         .iter()
         .zip(before)
         .map(|(&pid, before)| match (before, cpu_seconds(pid)) {
@@ -211,6 +236,12 @@ fn busy<T>(pids: &[u32], work: impl FnOnce() -> Result<T>) -> Result<(T, Vec<f64
             _ => f64::NAN,
         })
         .collect();
+    shares.push(match (core_before, core.and_then(core_ticks)) {
+        (Some((busy, total)), Some((busy_after, total_after))) if total_after > total => {
+            (busy_after - busy) as f64 / (total_after - total) as f64
+        }
+        _ => f64::NAN,
+    });
     Ok((value, shares))
 }
 
@@ -235,9 +266,9 @@ pub(super) struct SharedLimitsRuns {
     pub(super) admissions: u32,
     /// (memory, redis) per repetition, at [`CONNECTIONS`].
     pub(super) throughput: Vec<(Run, Run)>,
-    /// Per repetition, the share of a core used during the memory run by its router,
-    /// and during the redis run by its router and by redis-server.
-    pub(super) cpu: Vec<[f64; 3]>,
+    /// Per repetition, shares of a core: during the memory run, its router and the
+    /// load core; during the redis run, its router, redis-server and the load core.
+    pub(super) cpu: Vec<[f64; 5]>,
     /// The router's fallback counters after the runs (name, value).
     pub(super) fallbacks: Vec<(&'static str, f64)>,
 }
@@ -301,13 +332,21 @@ pub(super) fn run(
     let seconds = options.seconds(Scenario::Throughput);
     let (router_pid, redis_pid) = (router.id(), redis.server.id());
     for _ in 0..options.reps {
-        let (memory_run, memory_cpu) =
-            busy(&[memory_pid], || bench.wrk(memory, CONNECTIONS, seconds))?;
-        let (redis_run, redis_cpu) = busy(&[router_pid, redis_pid], || {
+        let load_core = bench.pinning.load;
+        let (memory_run, memory_cpu) = busy(&[memory_pid], load_core, || {
+            bench.wrk(memory, CONNECTIONS, seconds)
+        })?;
+        let (redis_run, redis_cpu) = busy(&[router_pid, redis_pid], load_core, || {
             bench.wrk(&target, CONNECTIONS, seconds)
         })?;
         runs.throughput.push((memory_run, redis_run));
-        runs.cpu.push([memory_cpu[0], redis_cpu[0], redis_cpu[1]]);
+        runs.cpu.push([
+            memory_cpu[0],
+            memory_cpu[1],
+            redis_cpu[0],
+            redis_cpu[1],
+            redis_cpu[2],
+        ]);
     }
     let metrics = http_get(&addr, "/metrics", Some(CLIENT_KEY))
         .context("reading /metrics of the router with redis limits")?;
@@ -390,7 +429,8 @@ pub(super) fn section(out: &mut String, options: &Options, runs: &SharedLimitsRu
          monthly budget), {CONNECTIONS} connections, {} s per run, alternating; CPU is \
          user + system time from `/proc` over each run's wall time: a router well under \
          100 % of its core was held back by something else (Redis, or the load core \
-         that Redis shares with wrk and the mock). A run that fell back to memory fails \
+         that Redis shares with wrk and the mock, whose busy share from `/proc/stat` \
+         is the last row). A run that fell back to memory fails \
          the bench.\n",
         runs.admissions,
         options.seconds(Scenario::Throughput)
@@ -503,19 +543,55 @@ pub(super) fn section(out: &mut String, options: &Options, runs: &SharedLimitsRu
         out,
         "| router CPU during the runs (% of its core) | {} | {} | {} | |",
         cpu(0).show(0, " %"),
-        cpu(1).show(0, " %"),
+        cpu(2).show(0, " %"),
         spread(
             runs.cpu
                 .iter()
-                .map(|shares| shares[1] / shares[0])
+                .map(|shares| shares[2] / shares[0])
                 .collect()
         )
         .show(2, ""),
     );
     let _ = writeln!(
         out,
-        "| redis-server CPU during the redis runs (% of the load core) | | {} | | |",
-        cpu(2).show(0, " %"),
+        "| router CPU per request (µs) | {} | {} | {} | |",
+        spread(
+            runs.cpu
+                .iter()
+                .zip(&runs.throughput)
+                .map(|(shares, (memory, _))| shares[0] / memory.rate() * 1e6)
+                .collect()
+        )
+        .show(1, ""),
+        spread(
+            runs.cpu
+                .iter()
+                .zip(&runs.throughput)
+                .map(|(shares, (_, redis))| shares[2] / redis.rate() * 1e6)
+                .collect()
+        )
+        .show(1, ""),
+        spread(
+            runs.cpu
+                .iter()
+                .zip(&runs.throughput)
+                .map(|(shares, (memory, redis))| {
+                    (shares[2] / redis.rate()) / (shares[0] / memory.rate())
+                })
+                .collect()
+        )
+        .show(2, ""),
+    );
+    let _ = writeln!(
+        out,
+        "| redis-server CPU (% of a core) | | {} | | |",
+        cpu(3).show(0, " %"),
+    );
+    let _ = writeln!(
+        out,
+        "| load core busy (wrk, the mock; and redis-server in the redis runs) | {} | {} | | |",
+        cpu(1).show(0, " %"),
+        cpu(4).show(0, " %"),
     );
     let errors: u64 = runs
         .throughput
@@ -562,6 +638,18 @@ mod tests {
         assert_eq!(parse_cpu_seconds(stat), Some(3.0));
         assert_eq!(parse_cpu_seconds("4242 (short) S 1 2"), None);
         assert!(cpu_seconds(std::process::id()).is_some());
+    }
+
+    #[test]
+    fn core_ticks_leave_out_idle_and_iowait() {
+        let stat = "cpu  10 0 10 100 5 0 0 0 0 0\n\
+                    cpu0 4 0 6 50 2 0 0 0 0 0\n\
+                    cpu1 6 1 4 50 3 1 1 0 0 0\n\
+                    intr 1 2 3\n";
+        assert_eq!(parse_core_ticks(stat, "0"), Some((10, 62)));
+        assert_eq!(parse_core_ticks(stat, "1"), Some((13, 66)));
+        assert_eq!(parse_core_ticks(stat, "2"), None);
+        assert!(core_ticks("0").is_some());
     }
 
     #[test]
