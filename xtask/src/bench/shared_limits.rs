@@ -31,7 +31,7 @@ use super::{start_router, Bench, Options, Pinning, Run, Scenario, Spread, Target
 use crate::soak::{http_get, spawn_logged, Guarded};
 
 /// Connections of the throughput comparison (as the issue asks).
-pub(super) const CONNECTIONS: u32 = 32;
+const CONNECTIONS: u32 = 32;
 /// Admissions in flight at once in the second latency measure.
 const IN_FLIGHT: u32 = 8;
 /// The issue's targets.
