@@ -299,15 +299,19 @@ pub(super) fn run(
         cpu: Vec::new(),
         fallbacks: Vec::new(),
     };
+    // A run that failed (one admission fell back, say) is recorded and the others go
+    // on, so the summary is still written before the bench fails.
     for _ in 0..options.reps {
-        runs.sequential
-            .push(admission_latency(bench, &redis.url(), admissions, 1)?);
-        runs.in_flight.push(admission_latency(
-            bench,
-            &redis.url(),
-            admissions,
-            IN_FLIGHT,
-        )?);
+        for (tasks, into) in [(1, &mut runs.sequential), (IN_FLIGHT, &mut runs.in_flight)] {
+            match admission_latency(bench, &redis.url(), admissions, tasks) {
+                Ok(latency) => into.push(latency),
+                Err(error) => {
+                    let line = format!("admission-latency, {tasks} in flight: {error:#}");
+                    println!("bench:   FAILURE {line}");
+                    bench.failures.push(line);
+                }
+            }
+        }
     }
 
     let (mut router, addr) = start_router(
