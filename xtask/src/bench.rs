@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--quick] [--reps N]`: the performance harness.
 //!
-//! It builds router-server and `loadkit` in release mode, starts loadkit's
+//! It builds router-server, `loadkit` and router-limits' `admission-latency` example in
+//! release mode, starts loadkit's
 //! `mock-upstream` and two routers in front of it (one with every feature that costs
 //! something per request configured — key and model limits, a budget, prices, the
 //! usage ledger, the metrics — and one with none of them but authentication), and measures each point against the router and against the
@@ -19,8 +20,11 @@
 //! 3. tail latency in open loop at 50 % of the router's maximum; 4. streaming with 10
 //! and 200 chunks, with and without gaps (added time to first chunk, coalescing,
 //! errors); 5. many slow streams held open on a fresh router (RSS per thousand
-//! streams, upstream connections opened); 6. features on versus off (the ratio).
-//! Scenarios 3 to 5 use loadkit's `bench-client`. Every point is repeated (3 times
+//! streams, upstream connections opened); 6. features on versus off (the ratio); 8.
+//! shared limits: admission latency through Redis versus memory (router-limits'
+//! `admission-latency` example against a throwaway redis-server, which the bench
+//! needs installed), and the features-on router with `limits.backend: redis` versus
+//! memory limits. Scenarios 3 to 5 use loadkit's `bench-client`. Every point is repeated (3 times
 //! by default) and reported as median (min–max). The table, with the machine, the
 //! versions and the core split, goes to stdout and `target/bench/summary.md`. Every
 //! child is killed when this returns. The bench fails (after writing the table) when
@@ -52,6 +56,7 @@ const CHAT_BODY: &str =
     r#"{"model":"bench","messages":[{"role":"user","content":"Hello there chunks:4"}]}"#;
 
 mod litellm;
+mod shared_limits;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
@@ -551,7 +556,8 @@ fn parse_wrk(text: &str) -> Option<Run> {
 /// accounting), the usage ledger and the metrics (`limits.ledger` and
 /// `server.metrics`, on unless set to false). Every limit is far above what a bench
 /// can reach, so none refuses. Authentication has no off switch: both sides have it.
-fn config_text(mock_addr: &str, database: &Path, features: bool) -> String {
+/// `redis` (a URL) moves the limits to that Redis (`limits.backend: redis`).
+fn config_text(mock_addr: &str, database: &Path, features: bool, redis: Option<&str>) -> String {
     let (model_extra, key_extra, server_extra, limits_extra) = if features {
         (
             "    rpm: 1000000000\n    tpm: 1000000000000\n    input_price_per_token: 0.000001\n    output_price_per_token: 0.000002\n",
@@ -567,31 +573,47 @@ fn config_text(mock_addr: &str, database: &Path, features: bool) -> String {
          server:\n  host: 127.0.0.1\n  port: 0\n  shutdown_timeout: 2s\n{server_extra}\
          models:\n  - id: 1\n    name: bench\n    provider_model_name: mock-bench\n    base_url: http://{mock_addr}/v1\n    is_openai_compatibility: true\n    provider_api_key: [\"pk-bench\"]\n    enabled: true\n    visible: true\n    max_tokens: 4096\n{model_extra}\
          api_keys:\n  - id: 1\n    key: {CLIENT_KEY}\n    name: bench\n    is_active: true\n{key_extra}\
-         limits:\n  database: \"{}\"\n  flush_interval: 1s\n{limits_extra}",
-        database.display()
+         limits:\n  database: \"{}\"\n  flush_interval: 1s\n{limits_extra}{}",
+        database.display(),
+        redis.map_or(String::new(), shared_limits::limits_block),
     )
 }
 
-/// Builds both packages in release mode and copies the binaries out of the shared
-/// target directory, where other builds may replace them during the run.
+/// Builds the packages in release mode and copies each build's binaries out of the
+/// shared target directory as soon as it is done, since other builds may replace them
+/// during the run.
 fn build(root: &Path, target: &Path, bench_dir: &Path) -> Result<PathBuf> {
-    for package in ["router-server", "loadkit"] {
-        let mut command = process::cargo();
-        command.args(["build", "--release", "--package", package]);
-        process::run(root, &mut command)?;
-    }
     let bin_dir = bench_dir.join("bin");
     std::fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
-    for binary in [
-        "router-server",
-        "mock-upstream",
-        "bench-client",
-        "null-proxy",
-    ] {
-        let built = target.join("release").join(binary);
-        let copy = bin_dir.join(binary);
-        std::fs::copy(&built, &copy)
-            .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+    let steps: [(&[&str], &[&str]); 3] = [
+        (&["--package", "router-server"], &["router-server"]),
+        (
+            &["--package", "loadkit"],
+            &["mock-upstream", "bench-client", "null-proxy"],
+        ),
+        // A build of its own: with the router's, cargo would unify the example's
+        // dev-dependency features into the router binary that every scenario measures.
+        (
+            &[
+                "--package",
+                "router-limits",
+                "--example",
+                "admission-latency",
+            ],
+            &["examples/admission-latency"],
+        ),
+    ];
+    for (args, binaries) in steps {
+        process::run(
+            root,
+            process::cargo().args(["build", "--release"]).args(args),
+        )?;
+        for binary in binaries {
+            let built = target.join("release").join(binary);
+            let copy = bin_dir.join(Path::new(binary).file_name().unwrap_or_default());
+            std::fs::copy(&built, &copy)
+                .with_context(|| format!("copying {} to {}", built.display(), copy.display()))?;
+        }
     }
     Ok(bin_dir)
 }
@@ -603,10 +625,11 @@ fn start_router(
     mock_addr: &str,
     name: &'static str,
     features: bool,
+    redis: Option<&str>,
 ) -> Result<(Guarded, String)> {
     let config = run_dir.join(format!("{name}.yaml"));
     let database = run_dir.join(format!("{name}.db"));
-    std::fs::write(&config, config_text(mock_addr, &database, features))
+    std::fs::write(&config, config_text(mock_addr, &database, features, redis))
         .with_context(|| format!("writing {}", config.display()))?;
     let log = run_dir.join(format!("{name}.log"));
     let mut command = Pinning::command(pinning.router, &bin_dir.join("router-server"));
@@ -626,6 +649,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if !have_wrk() {
         bail!("`wrk` is not installed (Debian: `apt-get install -y wrk`)");
     }
+    let redis_program = shared_limits::redis_program()?;
     let metadata = Metadata::load(root)?;
     let bench_dir = metadata.target_directory.join("bench");
     let run_dir = bench_dir.join("run");
@@ -679,6 +703,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &mock_addr,
         "router-features",
         true,
+        None,
     )?;
     let (mut plain_router, plain_addr) = start_router(
         &bin_dir,
@@ -687,6 +712,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &mock_addr,
         "router-plain",
         false,
+        None,
     )?;
     println!(
         "bench: mock upstream on {mock_addr}; router (features on) on {router_addr} (pid {}); router (features off) on {plain_addr} (pid {})",
@@ -864,6 +890,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         &mock_addr,
         "router-streams",
         true,
+        None,
     )?;
     let fresh_target = Target {
         label: "router-fresh",
@@ -892,6 +919,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut fresh = fresh;
     let fresh_alive = fresh.child_alive();
     drop(fresh);
+
+    let shared = shared_limits::run(
+        &mut bench,
+        &options,
+        &redis_program,
+        &mock_addr,
+        (&routed, router.id()),
+    )?;
 
     let mock_stats = http_get(&mock_addr, "/stats", None).unwrap_or_else(|_| "unknown".into());
     let final_rss = rss_kib(router.id()).unwrap_or(0);
@@ -932,6 +967,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         tail_rps,
         streaming: &streaming,
         holds: &holds,
+        shared: &shared,
         idle_rss,
         final_rss,
         mock_stats,
@@ -1234,6 +1270,8 @@ struct Summary<'a> {
     tail_rps: u32,
     streaming: &'a [StreamPoint],
     holds: &'a [HoldRound],
+    /// Scenario 8.
+    shared: &'a shared_limits::SharedLimitsRuns,
     idle_rss: u64,
     final_rss: u64,
     mock_stats: String,
@@ -1459,6 +1497,7 @@ fn summary_table(summary: &Summary<'_>) -> String {
     }
 
     more_sections(&mut out, summary);
+    shared_limits::section(&mut out, options, summary.shared);
     let _ = writeln!(
         out,
         "Mock upstream `/stats` at the end: `{}`",
