@@ -55,7 +55,7 @@ limits:
   redis:
     url: {url}
     key_prefix: \"bench:\"
-    command_timeout: 50ms
+    command_timeout: 250ms
 ";
 
 #[derive(Debug)]
