@@ -297,6 +297,44 @@ mod tests {
     }
 
     #[test]
+    fn router_overhead_is_what_the_upstream_did_not_take() {
+        let ms = Duration::from_millis;
+        let record = |stream: bool, latency: u64, upstream: Option<u64>| UsageRecord {
+            time: OffsetDateTime::UNIX_EPOCH,
+            request_id: "r".into(),
+            key_id: 1,
+            key_name: "k".into(),
+            model: "m".into(),
+            entry_index: Some(0),
+            entry_id: Some(1),
+            provider_key_index: None,
+            tokens: Tokens::default(),
+            cost_usd: 0.0,
+            outcome: Outcome::Ok,
+            error: None,
+            latency: ms(latency),
+            upstream_latency: upstream.map(ms),
+            refused_by: None,
+            source: UsageSource::Upstream,
+            stream,
+        };
+        // A complete answer: its latency less the upstream's.
+        assert_eq!(
+            record(false, 120, Some(100)).router_overhead(None),
+            Some(ms(20))
+        );
+        // A stream: its time to first chunk less the upstream's, not its
+        // whole latency (the upstream writing).
+        assert_eq!(
+            record(true, 5000, Some(100)).router_overhead(Some(ms(103))),
+            Some(ms(3))
+        );
+        assert_eq!(record(true, 5000, Some(100)).router_overhead(None), None);
+        // No upstream answered.
+        assert_eq!(record(false, 7, None).router_overhead(None), None);
+    }
+
+    #[test]
     fn prices_cached_tokens_apart() {
         let entry = ModelEntry {
             input_price_per_token: 0.000002,

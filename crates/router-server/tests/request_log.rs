@@ -47,7 +47,7 @@ fn config(upstream: &Upstream, database: &Path) -> String {
         "server:\n  host: 127.0.0.1\n  port: 0\nlimits:\n  database: {}\n  flush_interval: 20ms\nmodels:\n",
         database.display()
     );
-    for name in ["ok", "fails", "streams", "stalls"] {
+    for name in ["ok", "fails", "streams", "stalls", "slow"] {
         config.push_str(&format!(
             "  - name: {name}\n    base_url: {}\n    is_openai_compatibility: true\n    \
              provider_api_key: [\"{PROVIDER_KEY}\"]\n    enabled: true\n    \
@@ -103,6 +103,8 @@ fn upstream_reply(request: &Recorded) -> Reply {
                 sse_chunk(" and more")
             ))
         }
+        // An answer that takes longer than the client waits.
+        "slow" => Reply::json(200, "{}").after(Duration::from_secs(3)),
         // The first chunk, then silence: the client gives up.
         _ => Reply::sse(sse_chunk(ANSWER)).in_pieces(1 << 20, Duration::ZERO, End::KeepOpen),
     }
@@ -564,4 +566,34 @@ async fn x_request_id_is_the_clients_when_sane_else_the_routers() {
             "{id} in {rows:#?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_gone_before_the_answer_still_leaves_its_line() {
+    let upstream = Upstream::start(upstream_reply).await;
+    let database = fresh_database("request-gone");
+    let router = RouterProcess::start_with_args(
+        &config(&upstream, &database),
+        &["--log-format", "json"],
+        &[],
+    );
+    let waited = tokio::time::timeout(
+        Duration::from_millis(300),
+        call(
+            "POST",
+            &router.url("/v1/chat/completions"),
+            Some(KEY),
+            Some(b"gone-1"),
+            &chat("slow", false),
+        ),
+    )
+    .await;
+    assert!(waited.is_err(), "the answer came before the client left");
+    let line = one_line(lines_of(&router, "gone-1").await, "gone-1");
+    has_engine_fields(&line);
+    assert_eq!(line["outcome"], "client_gone", "{line}");
+    assert!(!has(&line, "status"), "no response went out: {line}");
+    assert_eq!(line["attempts"], 1, "{line}");
+    let rows = ledger_rows(&database, 1).await;
+    assert_eq!(rows[0].request_id, "gone-1");
 }
