@@ -20,7 +20,9 @@ use crate::config::ModelEntry;
 use crate::estimate::TokenCounter;
 use crate::limits::{LimitName, Permit, RateInfo, Settlement};
 use crate::provider::{Chunk, ChunkStream, JsonObject, ProviderError};
-use crate::usage::{Outcome, Tokens, UsageRecord, UsageSink, UsageSource};
+use crate::usage::{
+    Outcome, RequestEnd, RequestObserver, Tokens, UsageRecord, UsageSink, UsageSource,
+};
 
 /// The permits and the record of one request, until it ends.
 pub(crate) struct Books {
@@ -37,6 +39,12 @@ pub(crate) struct Books {
     entry: Option<Arc<ModelEntry>>,
     prompt_estimate: u64,
     attempt_started: Option<Instant>,
+    /// Upstream attempts begun so far.
+    attempts: u32,
+    /// From `started` to the first chunk of a streamed answer.
+    first_chunk: Option<Duration>,
+    /// Told when the books close, before the sink (the edge's log line).
+    observer: Option<Arc<dyn RequestObserver>>,
     /// Set once the permits are settled and the record handed over: the
     /// books close exactly once, by a `close_*` method or by `Drop`.
     closed: bool,
@@ -67,8 +75,16 @@ impl Books {
             entry: None,
             prompt_estimate: 0,
             attempt_started: None,
+            attempts: 0,
+            first_chunk: None,
+            observer: None,
             closed: false,
         }
+    }
+
+    /// Tells `observer` how the request ended when the books close.
+    pub(crate) fn observe(&mut self, observer: Option<Arc<dyn RequestObserver>>) {
+        self.observer = observer;
     }
 
     pub(crate) fn set_request(&mut self, model: &str, stream: bool) {
@@ -112,6 +128,7 @@ impl Books {
         self.record.provider_key_index = provider_key;
         self.entry = Some(Arc::clone(entry));
         self.prompt_estimate = prompt_estimate;
+        self.attempts += 1;
         self.attempt_started = Some(Instant::now());
     }
 
@@ -126,9 +143,14 @@ impl Books {
         }
     }
 
-    /// The upstream answered: its latency is the attempt's so far.
-    pub(crate) fn upstream_answered(&mut self) {
+    /// The upstream answered: its latency is the attempt's so far. For a
+    /// stream, whose first chunk has just arrived, that is also the
+    /// request's time to first chunk.
+    pub(crate) fn upstream_answered(&mut self, stream: bool) {
         self.record.upstream_latency = self.attempt_started.map(|started| started.elapsed());
+        if stream {
+            self.first_chunk = Some(self.started.elapsed());
+        }
     }
 
     /// The request ends without an answer: nothing used, one record.
@@ -217,6 +239,13 @@ impl Books {
         }
         self.record.latency = self.started.elapsed();
         let record = std::mem::replace(&mut self.record, empty_record());
+        if let Some(observer) = self.observer.take() {
+            observer.ended(&RequestEnd {
+                record: &record,
+                attempts: self.attempts,
+                time_to_first_chunk: self.first_chunk,
+            });
+        }
         self.sink.record(record);
     }
 }

@@ -43,7 +43,7 @@ use crate::request::{self, ChatRequest};
 use crate::scrub::{self, Scrubber};
 use crate::secret::Secret;
 use crate::thinking::{self, StreamThinking};
-use crate::usage::{NoLedger, Outcome, Tokens, UsageSink, UsageStore};
+use crate::usage::{NoLedger, Outcome, RequestObserver, Tokens, UsageSink, UsageStore};
 
 /// An authenticated client key.
 pub type ClientKey = Arc<ClientKeyConfig>;
@@ -163,10 +163,22 @@ impl Default for Services {
     }
 }
 
+/// What the edge that received a request tells the engine about it.
+#[derive(Debug, Default, Clone)]
+pub struct RequestContext<'a> {
+    /// The id the request goes by, in the ledger too, already checked by
+    /// the edge (a client's own `x-request-id`, or one from
+    /// [`Router::new_request_id`]); `None`: the engine makes one.
+    pub request_id: Option<&'a str>,
+    /// Told once how the request ended, when its books close.
+    pub observer: Option<Arc<dyn RequestObserver>>,
+}
+
 /// The end of a request (any endpoint), as router-http needs it.
 #[derive(Debug)]
 pub struct ChatOutcome {
-    /// Unique per request; also in the usage record.
+    /// The request's id: the one its context gave, else a fresh one;
+    /// also the usage record's.
     pub request_id: String,
     /// The tightest request and token limits after admission (empty when no
     /// limit applies or the request was refused before admission).
@@ -305,6 +317,13 @@ impl Router {
         })
     }
 
+    /// A fresh request id, unique across restarts and replicas: this
+    /// router's prefix (its start time and a random salt) and a counter.
+    pub fn new_request_id(&self) -> String {
+        let number = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{number}", self.request_id_prefix)
+    }
+
     /// Checks an `Authorization` header value (seed rules: `Bearer <key>` with
     /// any case of `bearer`, else the whole value is the key).
     pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<ClientKey, AuthError> {
@@ -352,9 +371,24 @@ impl Router {
     /// failover every endpoint shares. Whatever happens, the request leaves
     /// exactly one usage record and settles every permit.
     pub async fn serve(&self, endpoint: Endpoint, client: &ClientKey, body: &[u8]) -> ChatOutcome {
+        self.serve_with(endpoint, client, body, RequestContext::default())
+            .await
+    }
+
+    /// [`Router::serve`] with what the edge knows of the request: the id it
+    /// goes by (the ledger row's too) and who is told when it ends.
+    pub async fn serve_with(
+        &self,
+        endpoint: Endpoint,
+        client: &ClientKey,
+        body: &[u8],
+        context: RequestContext<'_>,
+    ) -> ChatOutcome {
         let started = Instant::now();
-        let number = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let request_id = format!("{}-{number}", self.request_id_prefix);
+        let request_id = match context.request_id {
+            Some(id) => id.to_owned(),
+            None => self.new_request_id(),
+        };
         let mut books = Books::new(
             Arc::clone(&self.services.usage),
             Arc::clone(&self.services.counter),
@@ -363,6 +397,7 @@ impl Router {
             &request_id,
             started,
         );
+        books.observe(context.observer);
         let result = self.dispatch(endpoint, client, body, &mut books).await;
         let rate = books.rate();
         let result = match result {
@@ -528,7 +563,7 @@ impl Router {
                 }
                 match result {
                     Ok(answer) => {
-                        books.upstream_answered();
+                        books.upstream_answered(matches!(answer, Answer::Stream(_)));
                         return Ok(answer);
                     }
                     Err(error) => {
@@ -536,7 +571,9 @@ impl Router {
                         if !error.is_retryable() {
                             return Err(ChatError::Upstream { source: error });
                         }
-                        tracing::warn!(
+                        // The request's one line counts the attempts and
+                        // carries the last error; each one is a detail.
+                        tracing::debug!(
                             model = %Escaped(&request.model),
                             entry = entry.index,
                             attempt = attempts,

@@ -21,6 +21,19 @@ pub const MAX_LOGGED_CHARS: usize = 512;
 #[derive(Clone, Copy)]
 pub struct Escaped<T>(pub T);
 
+/// The first [`MAX_LOGGED_CHARS`] characters of `text`, for a structured
+/// field. Recorded as a plain value (`field = bounded(text)`, never with
+/// `%`), a string is escaped by both of the binary's formatters: the
+/// pretty one writes it as `Debug` (quoted, `\n`, `\u{1b}`), the JSON one as
+/// a JSON string. Unlike [`Escaped`] it adds no quotes of its own, so a JSON
+/// line carries the value itself.
+pub fn bounded(text: &str) -> &str {
+    match text.char_indices().nth(MAX_LOGGED_CHARS) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
 impl<T: fmt::Display> fmt::Display for Escaped<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_char('"')?;
@@ -115,6 +128,14 @@ mod tests {
         );
         let exact = "b".repeat(MAX_LOGGED_CHARS);
         assert_eq!(Escaped(&exact).to_string(), format!("\"{exact}\""));
+    }
+
+    #[test]
+    fn bounded_values_keep_their_first_characters() {
+        assert_eq!(bounded("mock-gpt\nx"), "mock-gpt\nx");
+        let long = "é".repeat(MAX_LOGGED_CHARS + 10);
+        assert_eq!(bounded(&long).chars().count(), MAX_LOGGED_CHARS);
+        assert_eq!(bounded(""), "");
     }
 
     #[test]

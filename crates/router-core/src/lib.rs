@@ -35,7 +35,8 @@ pub mod usage;
 
 pub use config::Config;
 pub use engine::{
-    ledger_key_id, BuildError, ChatOutcome, ChatResponse, ClientKey, Router, Services,
+    ledger_key_id, BuildError, ChatOutcome, ChatResponse, ClientKey, RequestContext, Router,
+    Services,
 };
 pub use error::{AuthError, ChatError, UsageError};
 pub use live::LiveRouter;

@@ -142,6 +142,24 @@ pub struct UsageRecord {
     pub stream: bool,
 }
 
+impl UsageRecord {
+    /// The router's own share of the request's time: the latency of a
+    /// complete answer minus its upstream call, or for a stream the time
+    /// to its first chunk minus the upstream's (the rest of a stream's
+    /// time is the upstream writing). Failed attempts before the one that
+    /// answered count as overhead. `None` when no upstream answered, or for
+    /// a stream whose time to first chunk is not known.
+    pub fn router_overhead(&self, time_to_first_chunk: Option<Duration>) -> Option<Duration> {
+        let upstream = self.upstream_latency?;
+        let until = if self.stream {
+            time_to_first_chunk?
+        } else {
+            self.latency
+        };
+        Some(until.saturating_sub(upstream))
+    }
+}
+
 /// Takes usage records. Must not block.
 pub trait UsageSink: Send + Sync + fmt::Debug {
     fn record(&self, record: UsageRecord);
@@ -181,6 +199,27 @@ impl UsageSink for FanOut {
             self.0[owner].record(record);
         }
     }
+}
+
+/// How one request ended, as its books close: the record the ledger gets
+/// and what the engine knows beyond it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestEnd<'a> {
+    pub record: &'a UsageRecord,
+    /// Upstream attempts made (admitted candidates tried), failed ones included.
+    pub attempts: u32,
+    /// From the request's arrival to the first chunk of a stream (the one
+    /// the engine peeks before answering); `None` for complete answers and
+    /// requests that failed.
+    pub time_to_first_chunk: Option<Duration>,
+}
+
+/// Told once, when a request's books close (at the true end: a stream at
+/// its end or when it is dropped), before the record reaches the usage
+/// sink. The edge that serves a request hands one in with it
+/// (`Router::serve_with`) to write its one log line. Must not block.
+pub trait RequestObserver: Send + Sync + fmt::Debug {
+    fn ended(&self, end: &RequestEnd<'_>);
 }
 
 /// A sink that forgets everything (a router without a ledger).
@@ -255,6 +294,44 @@ mod tests {
         );
         assert_eq!(Tokens::from_usage(&json!({"total_tokens": 3})), None);
         assert_eq!(Tokens::from_usage(&json!(null)), None);
+    }
+
+    #[test]
+    fn router_overhead_is_what_the_upstream_did_not_take() {
+        let ms = Duration::from_millis;
+        let record = |stream: bool, latency: u64, upstream: Option<u64>| UsageRecord {
+            time: OffsetDateTime::UNIX_EPOCH,
+            request_id: "r".into(),
+            key_id: 1,
+            key_name: "k".into(),
+            model: "m".into(),
+            entry_index: Some(0),
+            entry_id: Some(1),
+            provider_key_index: None,
+            tokens: Tokens::default(),
+            cost_usd: 0.0,
+            outcome: Outcome::Ok,
+            error: None,
+            latency: ms(latency),
+            upstream_latency: upstream.map(ms),
+            refused_by: None,
+            source: UsageSource::Upstream,
+            stream,
+        };
+        // A complete answer: its latency less the upstream's.
+        assert_eq!(
+            record(false, 120, Some(100)).router_overhead(None),
+            Some(ms(20))
+        );
+        // A stream: its time to first chunk less the upstream's, not its
+        // whole latency (the upstream writing).
+        assert_eq!(
+            record(true, 5000, Some(100)).router_overhead(Some(ms(103))),
+            Some(ms(3))
+        );
+        assert_eq!(record(true, 5000, Some(100)).router_overhead(None), None);
+        // No upstream answered.
+        assert_eq!(record(false, 7, None).router_overhead(None), None);
     }
 
     #[test]

@@ -17,10 +17,12 @@ use router_core::limits::{
     Reservation, Scope, Settlement, Window,
 };
 use router_core::provider::ChunkStream;
-use router_core::usage::{Outcome, Tokens, UsageRecord, UsageSink, UsageSource};
+use router_core::usage::{
+    Outcome, RequestEnd, RequestObserver, Tokens, UsageRecord, UsageSink, UsageSource,
+};
 use router_core::{
-    ChatError, ChatResponse, Chunk, Completion, Config, JsonObject, Provider, ProviderError,
-    ProviderRequest, Router, Secret, Services,
+    ChatError, ChatResponse, Chunk, Completion, Config, Endpoint, JsonObject, Provider,
+    ProviderError, ProviderRequest, RequestContext, Router, Secret, Services,
 };
 use serde_json::{json, Value};
 
@@ -795,4 +797,114 @@ async fn text_completions_reserve_prompt_and_answer_like_chat() {
     assert!(record.stream);
     assert_eq!(record.outcome, Outcome::Ok);
     assert_eq!(record.tokens.total(), 15);
+}
+
+/// What an observer was told: (request id, attempts, time to first chunk,
+/// outcome, whether the ledger had the record yet).
+type Told = (String, u32, Option<Duration>, Outcome, bool);
+
+#[derive(Debug)]
+struct Observer {
+    ledger: Arc<Ledger>,
+    told: Mutex<Vec<Told>>,
+}
+
+impl RequestObserver for Observer {
+    fn ended(&self, end: &RequestEnd<'_>) {
+        let recorded = self
+            .ledger
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|record| record.request_id == end.record.request_id);
+        self.told.lock().unwrap().push((
+            end.record.request_id.clone(),
+            end.attempts,
+            end.time_to_first_chunk,
+            end.record.outcome,
+            recorded,
+        ));
+    }
+}
+
+impl Harness {
+    async fn observed(
+        &self,
+        observer: &Arc<Observer>,
+        id: Option<&str>,
+        message: &str,
+        stream: bool,
+    ) -> router_core::ChatOutcome {
+        let body = json!({"model": "m", "stream": stream, "max_tokens": 20,
+            "messages": [{"role": "user", "content": message}]});
+        let context = RequestContext {
+            request_id: id,
+            observer: Some(observer.clone()),
+        };
+        self.router
+            .serve_with(
+                Endpoint::ChatCompletions,
+                &self.key,
+                &serde_json::to_vec(&body).unwrap(),
+                context,
+            )
+            .await
+    }
+}
+
+#[tokio::test]
+async fn the_observer_is_told_once_at_the_end_before_the_ledger_under_the_given_id() {
+    let h = harness(
+        2,
+        vec![None, None, None, None, Some(refusal(Scope::Key, 3, false))],
+    );
+    let observer = Arc::new(Observer {
+        ledger: h.ledger.clone(),
+        told: Mutex::new(Vec::new()),
+    });
+    let told = || std::mem::take(&mut *observer.told.lock().unwrap());
+
+    // A complete answer: one attempt, no first chunk, the client's id.
+    let outcome = h.observed(&observer, Some("client-1"), "hi", false).await;
+    assert!(outcome.result.is_ok());
+    assert_eq!(outcome.request_id, "client-1");
+    assert_eq!(
+        told(),
+        [("client-1".to_owned(), 1, None, Outcome::Ok, false)]
+    );
+    assert_eq!(h.records()[0].request_id, "client-1");
+
+    // A stream: told at its end, with its time to first chunk.
+    let Ok(ChatResponse::Stream(stream)) = h.observed(&observer, None, "hi", true).await.result
+    else {
+        panic!("expected a stream");
+    };
+    assert!(told().is_empty(), "told before the stream ended");
+    let _: Vec<_> = stream.collect().await;
+    let ends = told();
+    assert_eq!(ends.len(), 1);
+    let (id, attempts, first_chunk, outcome, recorded) = &ends[0];
+    assert!(id.starts_with("req_"), "{id}");
+    assert_eq!((*attempts, *outcome, *recorded), (1, Outcome::Ok, false));
+    let record = h.records().remove(0);
+    assert_eq!(&record.request_id, id);
+    assert!(first_chunk.unwrap() >= record.upstream_latency.unwrap());
+    assert!(record.router_overhead(*first_chunk).is_some());
+
+    // Both entries fail: two attempts.
+    let outcome = h.observed(&observer, Some("fails"), "fail", false).await;
+    assert!(outcome.result.is_err());
+    assert_eq!(
+        told(),
+        [("fails".to_owned(), 2, None, Outcome::UpstreamFailed, false)]
+    );
+
+    // Refused by the key's limit: no attempt.
+    let outcome = h.observed(&observer, Some("refused"), "hi", false).await;
+    assert!(matches!(outcome.result, Err(ChatError::Refused { .. })));
+    assert_eq!(
+        told(),
+        [("refused".to_owned(), 0, None, Outcome::Refused, false)]
+    );
 }

@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::ApiError;
 use crate::metrics::InFlight;
+use crate::request_log::RequestLog;
 use crate::shutdown::{CutOff, Shutdown};
 
 const DONE_EVENT: &[u8] = b"data: [DONE]\n\n";
@@ -28,6 +29,9 @@ pub struct ResponseBody {
     /// Counts the request as in flight until the body has sent its last
     /// frame or is dropped (client gone, connection cut off).
     in_flight: Option<InFlight>,
+    /// The request's log line, let go at the same moment: the request has
+    /// ended then.
+    log: RequestLog,
 }
 
 #[derive(Debug)]
@@ -42,6 +46,7 @@ impl ResponseBody {
         Self {
             kind,
             in_flight: None,
+            log: RequestLog::default(),
         }
     }
 
@@ -79,6 +84,14 @@ impl ResponseBody {
             self.in_flight = Some(in_flight);
         }
     }
+
+    /// Keeps the request's log line until the body ends or is dropped; a
+    /// body with nothing to send lets it go at once.
+    pub(crate) fn hold_log(&mut self, log: RequestLog) {
+        if !self.is_end_stream() {
+            self.log = log;
+        }
+    }
 }
 
 impl Body for ResponseBody {
@@ -92,12 +105,13 @@ impl Body for ResponseBody {
         let this = self.get_mut();
         let frame = match &mut this.kind {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
-            Kind::Sse(sse) => Pin::new(sse).poll_frame(cx),
+            Kind::Sse(sse) => Pin::new(sse).poll_frame(cx, &this.log),
         };
         // The last frame is on its way: the request is no longer in flight,
         // even if hyper keeps the body a while longer.
         if this.is_end_stream() {
             this.in_flight = None;
+            this.log = RequestLog::default();
         }
         frame
     }
@@ -172,6 +186,7 @@ impl SseBody {
     fn poll_frame(
         &mut self,
         cx: &mut Context<'_>,
+        log: &RequestLog,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let Some(chunks) = self.chunks.as_mut() else {
             return Poll::Ready(None);
@@ -182,16 +197,22 @@ impl SseBody {
             if cut_off.as_mut().poll(cx).is_ready() {
                 shutdown.count_ended();
                 self.cut_off = None;
-                let event = self.end_with(ApiError::server_shutdown(), &"shutdown timeout expired");
+                let event = self.end_with(
+                    ApiError::server_shutdown(),
+                    &"shutdown timeout expired",
+                    log,
+                );
                 return Poll::Ready(Some(Ok(Frame::data(event))));
             }
         }
         let event = match chunks.as_mut().poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => match encode_chunk(&chunk) {
                 Ok(event) => event,
-                Err(error) => self.end_with(ApiError::encoding_failed(&error), &error),
+                Err(error) => self.end_with(ApiError::encoding_failed(&error), &error, log),
             },
-            Poll::Ready(Some(Err(error))) => self.end_with(ApiError::from_provider(&error), &error),
+            Poll::Ready(Some(Err(error))) => {
+                self.end_with(ApiError::from_provider(&error), &error, log)
+            }
             Poll::Ready(None) => {
                 self.chunks = None;
                 Bytes::from_static(DONE_EVENT)
@@ -211,10 +232,15 @@ impl SseBody {
     /// the event is how the client learns the answer is incomplete; there is
     /// no `[DONE]` after it, so it cannot be mistaken for a complete answer.
     /// Dropping the chunk stream here releases the upstream and settles the
-    /// request's usage record.
-    fn end_with(&mut self, error: ApiError, cause: &dyn std::fmt::Display) -> Bytes {
+    /// request's usage record. The cause goes into the request's one line.
+    fn end_with(
+        &mut self,
+        error: ApiError,
+        cause: &dyn std::fmt::Display,
+        log: &RequestLog,
+    ) -> Bytes {
         self.chunks = None;
-        error.log(&http::Method::POST, "/v1/chat/completions", cause);
+        log.error(cause);
         error.to_sse_event()
     }
 }

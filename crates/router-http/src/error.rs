@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Method, Response, StatusCode};
-use router_core::escape::Escaped;
 use router_core::limits::{Measure, Refusal};
 use router_core::provider::ErrorKind;
 use router_core::{AuthError, ChatError, ProviderError, UsageError};
@@ -547,20 +546,6 @@ impl ApiError {
             headers.insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
         }
         response
-    }
-
-    /// Logs the error once, at the edge. `cause` is the original error (its
-    /// Display may say more than the client's message); never a header or body.
-    /// The method, the path and the cause may all quote the client, so each
-    /// is escaped and bounded: one request, one line.
-    pub fn log(&self, method: &Method, path: &str, cause: &dyn fmt::Display) {
-        let status = self.status.as_u16();
-        let (method, path, cause) = (Escaped(method), Escaped(path), Escaped(cause));
-        if self.status.is_server_error() {
-            tracing::warn!(%method, %path, status, error = %cause, "request failed");
-        } else {
-            tracing::info!(%method, %path, status, error = %cause, "request refused");
-        }
     }
 }
 

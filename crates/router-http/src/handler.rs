@@ -15,7 +15,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use router_core::live::Reload;
 use router_core::provider::Endpoint;
-use router_core::{ChatError, ChatResponse, ChunkStream, LiveRouter, Router};
+use router_core::{ChatError, ChatResponse, ChunkStream, LiveRouter, RequestContext, Router};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use crate::body::ResponseBody;
 use crate::error::{ApiError, APPLICATION_JSON};
 use crate::metrics::Metrics;
+use crate::request_log::{is_sane_request_id, RequestLog};
 use crate::shutdown::Shutdown;
 use crate::{query, ratelimit, HttpConfig};
 
@@ -46,8 +47,12 @@ const OPENMETRICS_TEXT: HeaderValue =
     HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
-/// The request's id, as the usage ledger records it.
+/// The request's id, as the usage ledger and the log line record it: the
+/// client's own when it sent a sane one, else one the router made.
 const X_REQUEST_ID: &str = "x-request-id";
+/// Should the router ever make an id a header cannot carry (it does not:
+/// its ids are ASCII letters, digits, `_` and `-`).
+const UNNAMED_REQUEST: HeaderValue = HeaderValue::from_static("req_unnamed");
 /// Tells nginx-style proxies not to buffer the stream.
 const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
 
@@ -97,6 +102,20 @@ impl<'a> Route<'a> {
             Self::Health | Self::Models | Self::Model(_) | Self::Usage | Self::Metrics => {
                 "GET, HEAD, OPTIONS"
             }
+        }
+    }
+
+    /// The path a log line shows: the route's own, or the client's text
+    /// for a model id or an unknown path.
+    fn logged_path(route: Option<Self>, path: &str) -> Cow<'static, str> {
+        match route {
+            Some(Self::Health) => Cow::Borrowed("/health"),
+            Some(Self::Models) => Cow::Borrowed(MODELS_PATH),
+            Some(Self::Engine(endpoint)) => Cow::Borrowed(endpoint.path()),
+            Some(Self::Usage) => Cow::Borrowed(USAGE_PATH),
+            Some(Self::Metrics) => Cow::Borrowed(METRICS_PATH),
+            Some(Self::Reload) => Cow::Borrowed(RELOAD_PATH),
+            Some(Self::Model(_)) | None => Cow::Owned(path.to_owned()),
         }
     }
 
@@ -167,8 +186,18 @@ impl Handler {
             .map(Metrics::start_request);
         let label = Route::label(route);
         let version = request.version();
-        let mut response = self.route(request).await;
+        // The router in use when the request arrives serves it to its end,
+        // whatever a config reload swaps in meanwhile.
+        let router = self.routers.load();
+        let request_id = request_id(&router, request.headers());
+        let log = RequestLog::start(
+            request.method(),
+            || Route::logged_path(route, request.uri().path()),
+            &request_id,
+        );
+        let mut response = self.route(&router, request, &request_id, &log).await;
         add_cors(response.headers_mut());
+        response.headers_mut().insert(X_REQUEST_ID, request_id);
         // hyper adds this itself once its graceful shutdown reaches the
         // connection; saying it here too covers a request that was already
         // past that point. h2 has GOAWAY instead, and forbids the header.
@@ -181,10 +210,18 @@ impl Handler {
         if let Some(in_flight) = in_flight {
             response.body_mut().hold(in_flight);
         }
+        log.status(response.status());
+        response.body_mut().hold_log(log);
         response
     }
 
-    async fn route<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    async fn route<B>(
+        &self,
+        router: &Router,
+        request: Request<B>,
+        request_id: &HeaderValue,
+        log: &RequestLog,
+    ) -> Response<ResponseBody>
     where
         B: Body,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -196,9 +233,8 @@ impl Handler {
         }
         let path = request.uri().path();
         let Some(route) = Route::find(path) else {
-            return refuse(ApiError::unknown_url(method, path), method, path);
+            return refuse(ApiError::unknown_url(method, path), log);
         };
-        let router = self.routers.load();
         let readable = method == Method::GET || method == Method::HEAD;
         match route {
             Route::Health if readable => health(self.shutdown.is_draining()),
@@ -207,38 +243,36 @@ impl Handler {
                 let id = percent_decode(id);
                 match router.model_json(&id) {
                     Some(model) => json(StatusCode::OK, model),
-                    None => refuse(ApiError::model_not_found(&id), method, path),
+                    None => refuse(ApiError::model_not_found(&id), log),
                 }
             }
             Route::Engine(endpoint) if method == Method::POST => {
-                self.engine(&router, endpoint, request).await
+                self.engine(router, endpoint, request, request_id, log)
+                    .await
             }
-            Route::Usage if readable => self.usage(&router, &request).await,
+            Route::Usage if readable => self.usage(router, &request, log).await,
             Route::Reload => match &self.config.reload {
-                None => refuse(ApiError::unknown_url(method, path), method, path),
+                None => refuse(ApiError::unknown_url(method, path), log),
                 Some(reload) if method == Method::POST => {
-                    reload_config(&router, reload, &request).await
+                    reload_config(router, reload, &request, log).await
                 }
                 Some(_) => refuse(
                     ApiError::method_not_allowed(method, path, route.allow()),
-                    method,
-                    path,
+                    log,
                 ),
             },
             Route::Metrics => match self.config.metrics.as_deref() {
                 // Without metrics the route does not exist.
-                None => refuse(ApiError::unknown_url(method, path), method, path),
-                Some(metrics) if readable => metrics_text(metrics),
+                None => refuse(ApiError::unknown_url(method, path), log),
+                Some(metrics) if readable => metrics_text(metrics, log),
                 Some(_) => refuse(
                     ApiError::method_not_allowed(method, path, route.allow()),
-                    method,
-                    path,
+                    log,
                 ),
             },
             _ => refuse(
                 ApiError::method_not_allowed(method, path, route.allow()),
-                method,
-                path,
+                log,
             ),
         }
     }
@@ -250,14 +284,15 @@ impl Handler {
         router: &Router,
         endpoint: Endpoint,
         request: Request<B>,
+        request_id: &HeaderValue,
+        log: &RequestLog,
     ) -> Response<ResponseBody>
     where
         B: Body,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
     {
-        let path = endpoint.path();
         let fail = |error: ApiError, cause: &dyn std::fmt::Display| {
-            error.log(&Method::POST, path, cause);
+            log.error(cause);
             error.into_response()
         };
         // The engine parses the scheme and compares in constant time; we only
@@ -270,24 +305,21 @@ impl Handler {
             Ok(client) => client,
             Err(error) => return fail(ApiError::from_auth(error), &error),
         };
+        log.client(&client);
 
         // Checked before the body is read: a form or a file upload is not a
         // request for the engine, however it parses.
         if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
             if !is_json(content_type) {
                 let shown = String::from_utf8_lossy(content_type.as_bytes());
-                return refuse(
-                    ApiError::unsupported_media_type(&shown),
-                    &Method::POST,
-                    path,
-                );
+                return refuse(ApiError::unsupported_media_type(&shown), log);
             }
         }
 
         let limit = self.config.max_body_bytes;
         // A declared Content-Length over the cap is refused before reading a byte.
         if request.body().size_hint().lower() > limit as u64 {
-            return refuse(ApiError::body_too_large(limit), &Method::POST, path);
+            return refuse(ApiError::body_too_large(limit), log);
         }
         let body = match Limited::new(request.into_body(), limit).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -297,11 +329,17 @@ impl Handler {
             Err(error) => return fail(ApiError::unreadable_body(&error), &error),
         };
 
+        // The id was checked (a sane client token) or made by the router:
+        // it is always text.
+        let context = RequestContext {
+            request_id: request_id.to_str().ok(),
+            observer: log.observer(),
+        };
         // A request still waiting for its upstream when the server cuts off
         // gets a 503 rather than a vanished connection; dropping the engine's
         // future cancels the upstream call and settles its usage.
         let outcome = tokio::select! {
-            outcome = router.serve(endpoint, &client, &body) => outcome,
+            outcome = router.serve_with(endpoint, &client, &body, context) => outcome,
             () = self.shutdown.when_cut_off() => {
                 self.shutdown.count_ended();
                 return fail(ApiError::server_shutdown(), &"shutdown timeout expired");
@@ -318,21 +356,23 @@ impl Handler {
                 Err(error) => fail(ApiError::encoding_failed(&error), &error),
             },
             Ok(ChatResponse::Stream(chunks)) => self.event_stream(chunks),
-            Err(error) => fail(ApiError::from_chat(&error), &error),
+            // The books carry the error to the line.
+            Err(error) => ApiError::from_chat(&error).into_response(),
         };
-        let headers = response.headers_mut();
-        if let Ok(id) = HeaderValue::from_str(&outcome.request_id) {
-            headers.insert(X_REQUEST_ID, id);
-        }
-        ratelimit::insert_headers(headers, rate);
+        ratelimit::insert_headers(response.headers_mut(), rate);
         response
     }
 
     /// `GET /v1/usage`: authenticated like a chat request; the engine
     /// decides what the key may see.
-    async fn usage<B>(&self, router: &Router, request: &Request<B>) -> Response<ResponseBody> {
+    async fn usage<B>(
+        &self,
+        router: &Router,
+        request: &Request<B>,
+        log: &RequestLog,
+    ) -> Response<ResponseBody> {
         let fail = |error: ApiError, cause: &dyn std::fmt::Display| {
-            error.log(request.method(), USAGE_PATH, cause);
+            log.error(cause);
             error.into_response()
         };
         let authorization = request
@@ -343,11 +383,12 @@ impl Handler {
             Ok(client) => client,
             Err(error) => return fail(ApiError::from_auth(error), &error),
         };
+        log.client(&client);
         // Checked after authentication: strangers learn nothing, not even
         // which parameters exist.
         let question = match query::usage_request(request.uri().query()) {
             Ok(question) => question,
-            Err(error) => return refuse(error, request.method(), USAGE_PATH),
+            Err(error) => return refuse(error, log),
         };
         match router.usage(&client, question).await {
             Ok(report) => match serde_json::to_vec(&report) {
@@ -375,9 +416,18 @@ impl Handler {
     }
 }
 
-/// Logs an error the handler produced itself (its message says it all) and answers with it.
-fn refuse(error: ApiError, method: &Method, path: &str) -> Response<ResponseBody> {
-    error.log(method, path, &error.message());
+/// Answers with an error the handler produced itself; its message (which
+/// says it all) goes into the request's line.
+/// The client's `x-request-id` when it is a sane token, else a fresh id.
+fn request_id(router: &Router, headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_REQUEST_ID) {
+        Some(id) if is_sane_request_id(id.as_bytes()) => id.clone(),
+        _ => HeaderValue::try_from(router.new_request_id()).unwrap_or(UNNAMED_REQUEST),
+    }
+}
+
+fn refuse(error: ApiError, log: &RequestLog) -> Response<ResponseBody> {
+    log.error(&error.message());
     error.into_response()
 }
 
@@ -448,7 +498,7 @@ fn is_json(content_type: &HeaderValue) -> bool {
 /// `GET /metrics`. No authentication: like every Prometheus target it is
 /// meant for the operator's network, and it holds no secret (see
 /// [`Metrics`]). Always OpenMetrics text, which Prometheus asks for first.
-fn metrics_text(metrics: &Metrics) -> Response<ResponseBody> {
+fn metrics_text(metrics: &Metrics, log: &RequestLog) -> Response<ResponseBody> {
     match metrics.encode() {
         Ok(text) => {
             let mut response = Response::new(ResponseBody::full(Bytes::from(text)));
@@ -457,11 +507,7 @@ fn metrics_text(metrics: &Metrics) -> Response<ResponseBody> {
                 .insert(CONTENT_TYPE, OPENMETRICS_TEXT);
             response
         }
-        Err(error) => refuse(
-            ApiError::encoding_failed(&error),
-            &Method::GET,
-            METRICS_PATH,
-        ),
+        Err(error) => refuse(ApiError::encoding_failed(&error), log),
     }
 }
 
@@ -504,8 +550,8 @@ async fn reload_config<B>(
     router: &Router,
     reload: &Arc<dyn Reload>,
     request: &Request<B>,
+    log: &RequestLog,
 ) -> Response<ResponseBody> {
-    let method = request.method();
     let authorization = request
         .headers()
         .get(AUTHORIZATION)
@@ -513,19 +559,18 @@ async fn reload_config<B>(
     let client = match router.authenticate(authorization) {
         Ok(client) => client,
         Err(error) => {
-            let refusal = ApiError::from_auth(error);
-            refusal.log(method, RELOAD_PATH, &error);
-            return refusal.into_response();
+            log.error(&error);
+            return ApiError::from_auth(error).into_response();
         }
     };
     if !client.admin {
-        return refuse(ApiError::admin_required(), method, RELOAD_PATH);
+        return refuse(ApiError::admin_required(), log);
     }
     // Reading the file and building providers is blocking work.
     let reload = Arc::clone(reload);
     let outcome = match tokio::task::spawn_blocking(move || reload.reload()).await {
         Ok(outcome) => outcome,
-        Err(error) => return refuse(ApiError::encoding_failed(&error), method, RELOAD_PATH),
+        Err(error) => return refuse(ApiError::encoding_failed(&error), log),
     };
     match outcome {
         Ok(changes) => {
@@ -538,7 +583,7 @@ async fn reload_config<B>(
             });
             json(StatusCode::OK, Bytes::from(body.to_string()))
         }
-        Err(errors) => refuse(ApiError::invalid_config(&errors), method, RELOAD_PATH),
+        Err(errors) => refuse(ApiError::invalid_config(&errors), log),
     }
 }
 

@@ -6,8 +6,9 @@
 //! `server_shutdown` event), the routes, extracting the `Authorization`
 //! header, refusing non-JSON bodies and capping their size, writing JSON and
 //! SSE responses, and CORS. It is the one place where errors become HTTP statuses
-//! and OpenAI-shaped error bodies (`{"error":{"message","type","param","code"}}`),
-//! and where they are logged.
+//! and OpenAI-shaped error bodies (`{"error":{"message","type","param","code"}}`).
+//! It gives every request its `x-request-id` (the client's when sane, else
+//! the engine's) and its one log line, written when the request has ended.
 //!
 //! It also serves `GET /metrics` from a [`Metrics`] the server creates and
 //! shares with the engine (as a usage sink) and with [`serve`] (through
@@ -27,6 +28,7 @@ mod handler;
 mod metrics;
 mod query;
 mod ratelimit;
+mod request_log;
 mod server;
 mod shutdown;
 

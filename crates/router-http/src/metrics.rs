@@ -490,11 +490,10 @@ impl UsageSink for Metrics {
                 })
                 .observe(upstream.as_secs_f64());
             // A stream's latency runs to its last chunk, most of it spent
-            // waiting on the upstream: subtracting the time to its first
-            // chunk would not measure the router. Complete answers only.
-            if !record.stream {
-                self.router_overhead
-                    .observe(record.latency.saturating_sub(upstream).as_secs_f64());
+            // waiting on the upstream, and the record does not know its
+            // first chunk: complete answers only.
+            if let Some(overhead) = record.router_overhead(None) {
+                self.router_overhead.observe(overhead.as_secs_f64());
             }
         }
         if let Some(limit) = record.refused_by {

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 mod reload;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use reload::{Limits, Reloader};
 use router_core::config::LimitsBackend;
 use router_core::config::{self, Config, ConfigError, ConfigErrors};
@@ -59,8 +59,34 @@ struct Cli {
         default_value = "config/config.yaml"
     )]
     config: PathBuf,
+    /// How log lines are written to stderr: `json` (one JSON object per
+    /// line) or `pretty` (text for a person). Default: pretty when stderr is
+    /// a terminal, else json.
+    #[arg(long, global = true, env = "ROUTER_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Text for a person at a terminal.
+    Pretty,
+}
+
+impl LogFormat {
+    /// Pretty when stderr is a terminal, else JSON: a person reads a
+    /// terminal, a collector reads a pipe or a file.
+    pub fn for_stderr() -> Self {
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            Self::Pretty
+        } else {
+            Self::Json
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -86,6 +112,8 @@ enum ConfigSource {
 pub struct Server {
     config: ConfigSource,
     command: Command,
+    /// `None`: [`LogFormat::for_stderr`].
+    log_format: Option<LogFormat>,
     providers: Vec<(String, Arc<dyn ProviderFactory>)>,
 }
 
@@ -98,20 +126,23 @@ impl std::fmt::Debug for Server {
             .collect();
         f.debug_struct("Server")
             .field("command", &self.command)
+            .field("log_format", &self.log_format)
             .field("providers", &names)
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// The stock command line: `[--config PATH] [serve | check-config]`,
-    /// with `ROUTER_CONFIG` for the path (default `config/config.yaml`).
+    /// The stock command line: `[--config PATH] [--log-format json|pretty]
+    /// [serve | check-config]`, with `ROUTER_CONFIG` for the path (default
+    /// `config/config.yaml`) and `ROUTER_LOG_FORMAT` for the format.
     /// Exits the process with a usage message on a bad command line.
     pub fn from_args() -> Self {
         let cli = Cli::parse();
         Self {
             config: ConfigSource::Path(cli.config),
             command: cli.command.unwrap_or(Command::Serve),
+            log_format: cli.log_format,
             providers: Vec::new(),
         }
     }
@@ -121,6 +152,7 @@ impl Server {
         Self {
             config: ConfigSource::Path(path.into()),
             command: Command::Serve,
+            log_format: None,
             providers: Vec::new(),
         }
     }
@@ -131,8 +163,15 @@ impl Server {
         Self {
             config: ConfigSource::Loaded(Box::new(config)),
             command: Command::Serve,
+            log_format: None,
             providers: Vec::new(),
         }
+    }
+
+    /// Writes log lines in `format` instead of the default for stderr.
+    pub fn log_format(mut self, format: LogFormat) -> Self {
+        self.log_format = Some(format);
+        self
     }
 
     /// Makes `provider: <name>` in the config build its adapters with
@@ -158,7 +197,7 @@ impl Server {
     /// the process's: 0, 1 (could not serve, or usage records could not be
     /// written), 2 (the config has problems).
     pub fn run(self) -> ExitCode {
-        init_logging();
+        init_logging(self.log_format.unwrap_or_else(LogFormat::for_stderr));
         let (config, path) = match self.config {
             ConfigSource::Loaded(config) => (*config, None),
             ConfigSource::Path(path) => {
@@ -366,18 +405,30 @@ struct Serving {
     counter: Arc<TiktokenCounter>,
 }
 
-fn init_logging() {
+/// Logs to stderr at `RUST_LOG`'s levels (default info). Every request
+/// leaves one line at info (router-http's `request_log`).
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only help a person at a terminal; in files and
-        // pipes they are noise.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A binary that set up logging of its own keeps it.
-        .try_init()
-        .ok();
+        .with_writer(std::io::stderr);
+    // A binary that set up logging of its own keeps it.
+    let _ = match format {
+        // One object per line, the event's fields at its top level beside
+        // `timestamp`, `level`, `target` and `message`.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder
+            // Colour codes only help a person at a terminal; in files and
+            // pipes they are noise.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// Checks what only the binary knows: the registered provider names.

@@ -72,6 +72,13 @@ impl RouterProcess {
     }
 
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(config, &[], env)
+    }
+
+    /// Starts the binary with `args` after `--config PATH` (such as
+    /// `--log-format json`). Without `--log-format` its stderr, a pipe,
+    /// gets JSON lines.
+    pub fn start_with_args(config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let path = write_config(config);
         // Its own working directory, so the default `data/router.db` of a
         // config without `limits.database` is this process's alone.
@@ -81,6 +88,8 @@ impl RouterProcess {
             .current_dir(&workdir)
             .arg("--config")
             .arg(&path)
+            .args(args)
+            .env_remove("ROUTER_LOG_FORMAT")
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
