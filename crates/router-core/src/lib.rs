@@ -13,6 +13,7 @@
 //! rate-limiter implementations (no governor) or any concrete provider.
 
 mod accounting;
+pub mod admin;
 mod aggregate;
 mod auth;
 mod catalog;
@@ -32,6 +33,7 @@ pub mod secret;
 mod thinking;
 pub mod usage;
 
+pub use admin::AdminError;
 pub use config::Config;
 pub use engine::{
     ledger_key_id, BuildError, ChatOutcome, ChatResponse, ClientKey, Router, Services,

@@ -21,6 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod admin;
 mod body;
 mod error;
 mod handler;

@@ -190,6 +190,8 @@ impl UsageStore for FakeLedger {
             GroupBy::Key => vec![totals(Some("1"), 3), totals(Some("2"), 1)],
             GroupBy::Model => vec![totals(Some("echo"), 4)],
             GroupBy::Day => vec![totals(Some("2024-05-01"), 4)],
+            GroupBy::Hour => vec![totals(Some("2024-05-01T10"), 4)],
+            GroupBy::Minute => vec![totals(Some("2024-05-01T10:07"), 4)],
         })
     }
 }
