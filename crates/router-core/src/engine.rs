@@ -24,6 +24,10 @@ use time::OffsetDateTime;
 use sha2::Digest;
 
 use crate::accounting::Books;
+use crate::admin::{
+    self, AdminError, ClientKeyView, EntryView, ErrorsView, KeyHealthView, KeysView, ModelView,
+    ModelsView, UsageView,
+};
 use crate::aggregate::Aggregator;
 use crate::auth::KeyStore;
 use crate::catalog::{self, ModelList, ModelObject};
@@ -38,7 +42,7 @@ use crate::provider::{
     BuildResult, Chunk, ChunkStream, Completion, Endpoint, JsonObject, Provider, ProviderError,
     ProviderRequest,
 };
-use crate::report::{self, UsageReport, UsageRequest};
+use crate::report::{self, LimitView, UsageReport, UsageRequest};
 use crate::request::{self, ChatRequest};
 use crate::scrub::{self, Scrubber};
 use crate::secret::Secret;
@@ -669,6 +673,98 @@ impl Router {
         request: UsageRequest,
     ) -> Result<UsageReport, UsageError> {
         report::usage(self, asker, request).await
+    }
+
+    /// `GET /admin/models` (admin keys only): every enabled entry by name
+    /// with the health of each provider key (by index, never the key).
+    /// `in_flight` is left `None`: the engine does not count requests.
+    pub fn admin_models(&self, asker: &ClientKey) -> Result<ModelsView, AdminError> {
+        admin::require_admin(asker)?;
+        let clock_now = self.clock.now();
+        let wall_now = OffsetDateTime::now_utc();
+        let mut models: Vec<ModelView> = Vec::new();
+        for deployment in &self.deployments {
+            let entry = &deployment.entry;
+            let keyed = !entry.provider_api_keys.is_empty();
+            let view = EntryView {
+                index: entry.index,
+                id: entry.id,
+                provider: entry.provider.clone(),
+                provider_model_name: entry.provider_model_name.clone(),
+                keys: deployment
+                    .health
+                    .iter()
+                    .enumerate()
+                    .map(|(index, health)| {
+                        KeyHealthView::new(
+                            keyed.then_some(index),
+                            health.snapshot(clock_now),
+                            clock_now,
+                            wall_now,
+                        )
+                    })
+                    .collect(),
+            };
+            match models.iter_mut().find(|model| model.name == entry.name) {
+                Some(model) => model.entries.push(view),
+                None => models.push(ModelView {
+                    name: entry.name.clone(),
+                    entries: vec![view],
+                }),
+            }
+        }
+        Ok(ModelsView {
+            object: "admin.models",
+            time: wall_now,
+            in_flight: None,
+            models,
+        })
+    }
+
+    /// `GET /admin/keys` (admin keys only): every client key by id and
+    /// name, in config order, with each limit and what remains of it.
+    pub async fn admin_keys(&self, asker: &ClientKey) -> Result<KeysView, AdminError> {
+        admin::require_admin(asker)?;
+        let mut configured: Vec<&ClientKeyConfig> = self.keys.iter().collect();
+        configured.sort_by_key(|key| key.index);
+        let mut keys = Vec::with_capacity(configured.len());
+        for key in configured {
+            let limits = self
+                .services
+                .limiter
+                .key_headroom(key)
+                .await
+                .into_iter()
+                .map(LimitView::from)
+                .collect();
+            keys.push(ClientKeyView::new(key, limits));
+        }
+        Ok(KeysView {
+            object: "admin.keys",
+            keys,
+        })
+    }
+
+    /// `GET /admin/usage` (admin keys only): today's totals of every key,
+    /// and the last hour by minute and the last days by hour, each by model
+    /// and by key, from the ledger.
+    pub async fn admin_usage(&self, asker: &ClientKey) -> Result<UsageView, AdminError> {
+        admin::require_admin(asker)?;
+        let store = self.services.store.as_ref().ok_or(AdminError::NoLedger)?;
+        admin::usage(store.as_ref()).await
+    }
+
+    /// `GET /admin/errors` (admin keys only): the latest `limit` requests
+    /// (at most [`admin::MAX_ERRORS`]) that did not end `ok`, newest first,
+    /// from the ledger, so every replica sharing it shows the same.
+    pub async fn admin_errors(
+        &self,
+        asker: &ClientKey,
+        limit: usize,
+    ) -> Result<ErrorsView, AdminError> {
+        admin::require_admin(asker)?;
+        let store = self.services.store.as_ref().ok_or(AdminError::NoLedger)?;
+        admin::errors(store.as_ref(), limit).await
     }
 
     pub(crate) fn services(&self) -> &Services {

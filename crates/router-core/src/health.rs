@@ -139,6 +139,41 @@ impl KeyHealth {
     }
 }
 
+/// What the dashboard shows of one key's health at one moment: plain
+/// values read from the atomics, never the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HealthSnapshot {
+    /// Resting after a 429 until then (clock nanoseconds), if it still is.
+    pub(crate) resting_until: Option<u64>,
+    pub(crate) disabled: bool,
+    /// When an open circuit turns half-open (clock nanoseconds), if it is
+    /// open now.
+    pub(crate) open_until: Option<u64>,
+    /// The circuit is past `open_for` but not closed yet: one probe may go.
+    pub(crate) half_open: bool,
+    /// The half-open probe is in flight.
+    pub(crate) probing: bool,
+    pub(crate) consecutive_failures: u64,
+}
+
+impl KeyHealth {
+    /// Reads the key's state at `now`. Each field is read on its own, so a
+    /// change racing the read may show half-applied; the next read shows it
+    /// whole, which is all a dashboard needs.
+    pub(crate) fn snapshot(&self, now: u64) -> HealthSnapshot {
+        let rest_until = self.rest_until.load(Ordering::Acquire);
+        let open_until = self.open_until.load(Ordering::Acquire);
+        HealthSnapshot {
+            resting_until: (rest_until > now).then_some(rest_until),
+            disabled: self.disabled.load(Ordering::Acquire),
+            open_until: (open_until > now).then_some(open_until),
+            half_open: open_until != 0 && open_until <= now,
+            probing: self.probing.load(Ordering::Acquire),
+            consecutive_failures: self.consecutive_failures.load(Ordering::Acquire),
+        }
+    }
+}
+
 impl KeyHealth {
     /// Takes in what another replica saw of this key at `now` (clock
     /// nanoseconds). A rest or an open circuit only ever lengthens, so a
@@ -436,6 +471,50 @@ mod tests {
             message: String::new(),
             retry_after,
         }
+    }
+
+    #[test]
+    fn snapshots_show_rest_circuit_and_disabled_keys() {
+        let healthy = HealthSnapshot {
+            resting_until: None,
+            disabled: false,
+            open_until: None,
+            half_open: false,
+            probing: false,
+            consecutive_failures: 0,
+        };
+        let health = KeyHealth::default();
+        assert_eq!(health.snapshot(SECOND), healthy);
+
+        let pass = health.admit(SECOND).unwrap();
+        pass.record(
+            Some(&status(429, Some(Duration::from_secs(3)))),
+            SECOND,
+            &cooldown(),
+        );
+        assert_eq!(health.snapshot(2 * SECOND).resting_until, Some(4 * SECOND));
+        assert_eq!(health.snapshot(4 * SECOND), healthy);
+
+        // Two failures open the circuit for 10 s; then it is half-open.
+        for _ in 0..2 {
+            let pass = health.admit(5 * SECOND).unwrap();
+            pass.record(Some(&status(500, None)), 5 * SECOND, &cooldown());
+        }
+        let open = health.snapshot(6 * SECOND);
+        assert_eq!(open.open_until, Some(15 * SECOND));
+        assert!(!open.half_open);
+        let probe = health.admit(15 * SECOND).unwrap();
+        let half_open = health.snapshot(15 * SECOND);
+        assert_eq!(
+            (half_open.open_until, half_open.half_open, half_open.probing),
+            (None, true, true)
+        );
+        probe.record(None, 15 * SECOND, &cooldown());
+        assert_eq!(health.snapshot(16 * SECOND), healthy);
+
+        let pass = health.admit(16 * SECOND).unwrap();
+        pass.record(Some(&status(401, None)), 16 * SECOND, &cooldown());
+        assert!(health.snapshot(17 * SECOND).disabled);
     }
 
     #[test]

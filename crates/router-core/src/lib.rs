@@ -7,12 +7,15 @@
 //! cooldown and circuit breaking, response rewriting), plus the
 //! traits the engine depends on ([`provider::Provider`]). It also owns what
 //! may leave the router about an upstream failure ([`scrub`]: no account
-//! details) and how client text appears in a log line ([`escape`]).
+//! details) and how client text appears in a log line ([`escape`]), and the
+//! operator's read-only views of the engine, the limiter and the ledger
+//! ([`admin`]).
 //!
 //! It deliberately does not own sockets, HTTP (no hyper, no status codes),
 //! rate-limiter implementations (no governor) or any concrete provider.
 
 mod accounting;
+pub mod admin;
 mod aggregate;
 mod auth;
 mod catalog;
@@ -33,6 +36,7 @@ pub mod secret;
 mod thinking;
 pub mod usage;
 
+pub use admin::AdminError;
 pub use config::Config;
 pub use engine::{
     ledger_key_id, BuildError, ChatOutcome, ChatResponse, ClientKey, RequestContext, Router,

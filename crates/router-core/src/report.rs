@@ -115,6 +115,8 @@ fn group_name(group_by: GroupBy) -> &'static str {
         GroupBy::Key => "key",
         GroupBy::Model => "model",
         GroupBy::Day => "day",
+        GroupBy::Hour => "hour",
+        GroupBy::Minute => "minute",
     }
 }
 

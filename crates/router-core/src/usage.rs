@@ -237,6 +237,60 @@ pub enum GroupBy {
     Key,
     Model,
     Day,
+    /// The UTC hour, `YYYY-MM-DDTHH`.
+    Hour,
+    /// The UTC minute, `YYYY-MM-DDTHH:MM`.
+    Minute,
+}
+
+/// The time buckets of a series: each is a prefix of the records' RFC 3339
+/// UTC time, which both ledgers store as text, so a bucket is a substring
+/// and needs no date functions of either database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// `YYYY-MM-DDTHH:MM`
+    Minute,
+    /// `YYYY-MM-DDTHH`
+    Hour,
+    /// `YYYY-MM-DD`
+    Day,
+}
+
+impl Bucket {
+    /// How many leading characters of the stored time name the bucket.
+    pub fn prefix_len(self) -> usize {
+        match self {
+            Self::Minute => 16,
+            Self::Hour => 13,
+            Self::Day => 10,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+            Self::Day => "day",
+        }
+    }
+}
+
+/// One point of a series: the totals of one group (as the query's
+/// `group_by` says: the key, the model, or everything) in one time bucket.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SeriesPoint {
+    /// The bucket's time prefix (see [`Bucket`]).
+    pub bucket: String,
+    pub totals: UsageTotals,
+}
+
+/// The most recent records that did not end `ok`, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorQuery {
+    /// Only records at or after this time.
+    pub since: OffsetDateTime,
+    /// At most this many.
+    pub limit: usize,
 }
 
 /// A question to the ledger.
@@ -271,6 +325,29 @@ pub struct LedgerError {
 #[async_trait]
 pub trait UsageStore: Send + Sync + fmt::Debug {
     async fn totals(&self, query: UsageQuery) -> Result<Vec<UsageTotals>, LedgerError>;
+
+    /// Totals per time bucket and per group (`query.group_by` is the
+    /// split within each bucket: usually `Nothing`, `Key` or `Model`), in
+    /// bucket order then group order. Only buckets
+    /// with records appear. The default answers that this store has no
+    /// series, so a store written before they existed still builds.
+    async fn series(
+        &self,
+        _query: UsageQuery,
+        _bucket: Bucket,
+    ) -> Result<Vec<SeriesPoint>, LedgerError> {
+        Err(LedgerError {
+            detail: "this usage store has no time series".to_owned(),
+        })
+    }
+
+    /// The most recent records whose outcome is not `ok`, newest first.
+    /// Their `error` was scrubbed before it was recorded.
+    async fn recent_errors(&self, _query: ErrorQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        Err(LedgerError {
+            detail: "this usage store cannot list recent errors".to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]

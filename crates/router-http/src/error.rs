@@ -12,7 +12,7 @@ use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICA
 use http::{Method, Response, StatusCode};
 use router_core::limits::{Measure, Refusal};
 use router_core::provider::ErrorKind;
-use router_core::{AuthError, ChatError, ProviderError, UsageError};
+use router_core::{AdminError, AuthError, ChatError, ProviderError, UsageError};
 use serde::Serialize;
 
 use crate::body::ResponseBody;
@@ -282,6 +282,26 @@ impl ApiError {
                     .to_owned(),
             ),
             UsageError::Ledger(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                SERVER_ERROR,
+                "ledger_unavailable",
+                "The usage ledger is unavailable; try again later.".to_owned(),
+            ),
+        }
+    }
+
+    /// An admin view (`/admin/*`) could not be given. Like
+    /// [`ApiError::from_usage`], a ledger failure's detail goes to the log only.
+    pub fn from_admin(error: &AdminError) -> Self {
+        match error {
+            AdminError::AdminRequired => Self::new(
+                StatusCode::FORBIDDEN,
+                INVALID_REQUEST,
+                "admin_required",
+                "This endpoint is for admin keys only (`admin: true` in `api_keys`).".to_owned(),
+            ),
+            AdminError::NoLedger => Self::from_usage(&UsageError::NoLedger),
+            AdminError::Ledger(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 SERVER_ERROR,
                 "ledger_unavailable",
@@ -1186,6 +1206,30 @@ mod tests {
             ),
             &[],
         );
+    }
+
+    #[test]
+    fn admin_errors() {
+        check(
+            ApiError::from_admin(&AdminError::AdminRequired),
+            403,
+            body(
+                "This endpoint is for admin keys only (`admin: true` in `api_keys`).",
+                INVALID_REQUEST,
+                Value::Null,
+                "admin_required",
+            ),
+            &[],
+        );
+        assert_eq!(
+            ApiError::from_admin(&AdminError::NoLedger),
+            ApiError::from_usage(&UsageError::NoLedger)
+        );
+        let ledger = ApiError::from_admin(&AdminError::Ledger(router_core::usage::LedgerError {
+            detail: "connection refused by 10.0.0.5".into(),
+        }));
+        assert_eq!(ledger.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!ledger.message().contains("10.0.0.5"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+use crate::admin::{self, AdminView, Asset};
 use crate::body::ResponseBody;
 use crate::error::{ApiError, APPLICATION_JSON};
 use crate::metrics::Metrics;
@@ -75,6 +76,10 @@ enum Route<'a> {
     Metrics,
     /// `POST /admin/reload`.
     Reload,
+    /// `/admin/*`: the operator's read-only views (admin keys only).
+    Admin(AdminView),
+    /// `/ui` and its script and style: the dashboard.
+    Ui(Asset),
 }
 
 impl<'a> Route<'a> {
@@ -91,7 +96,9 @@ impl<'a> Route<'a> {
             _ => path
                 .strip_prefix("/v1/models/")
                 .filter(|id| !id.is_empty())
-                .map(Self::Model),
+                .map(Self::Model)
+                .or_else(|| AdminView::find(path).map(Self::Admin))
+                .or_else(|| Asset::find(path).map(Self::Ui)),
         }
     }
 
@@ -99,9 +106,13 @@ impl<'a> Route<'a> {
     fn allow(self) -> &'static str {
         match self {
             Self::Engine(_) | Self::Reload => "POST, OPTIONS",
-            Self::Health | Self::Models | Self::Model(_) | Self::Usage | Self::Metrics => {
-                "GET, HEAD, OPTIONS"
-            }
+            Self::Health
+            | Self::Models
+            | Self::Model(_)
+            | Self::Usage
+            | Self::Metrics
+            | Self::Admin(_)
+            | Self::Ui(_) => "GET, HEAD, OPTIONS",
         }
     }
 
@@ -115,7 +126,8 @@ impl<'a> Route<'a> {
             Some(Self::Usage) => Cow::Borrowed(USAGE_PATH),
             Some(Self::Metrics) => Cow::Borrowed(METRICS_PATH),
             Some(Self::Reload) => Cow::Borrowed(RELOAD_PATH),
-            Some(Self::Model(_)) | None => Cow::Owned(path.to_owned()),
+            Some(Self::Admin(view)) => Cow::Borrowed(view.path()),
+            Some(Self::Model(_) | Self::Ui(_)) | None => Cow::Owned(path.to_owned()),
         }
     }
 
@@ -132,8 +144,17 @@ impl<'a> Route<'a> {
             Some(Self::Usage) => "usage",
             Some(Self::Metrics) => "metrics",
             Some(Self::Reload) => "admin_reload",
+            Some(Self::Admin(view)) => view.label(),
+            Some(Self::Ui(_)) => "ui",
             None => "unknown",
         }
+    }
+
+    /// Whether a request on this route is load: scrapes, the dashboard
+    /// and its polling are the operator watching, and would otherwise
+    /// count themselves in the in-flight gauge they display.
+    fn is_load(route: Option<Self>) -> bool {
+        !matches!(route, Some(Self::Metrics | Self::Admin(_) | Self::Ui(_)))
     }
 }
 
@@ -182,7 +203,7 @@ impl Handler {
         // Held across the await: a client that leaves before the answer
         // drops this future, and the guard with it. A scrape is not load.
         let in_flight = metrics
-            .filter(|_| route != Some(Route::Metrics))
+            .filter(|_| Route::is_load(route))
             .map(Metrics::start_request);
         let label = Route::label(route);
         let version = request.version();
@@ -251,6 +272,8 @@ impl Handler {
                     .await
             }
             Route::Usage if readable => self.usage(router, &request, log).await,
+            Route::Admin(view) if readable => self.admin(router, view, &request, log).await,
+            Route::Ui(asset) if readable => asset.respond(),
             Route::Reload => match &self.config.reload {
                 None => refuse(ApiError::unknown_url(method, path), log),
                 Some(reload) if method == Method::POST => {
@@ -396,6 +419,61 @@ impl Handler {
                 Err(error) => fail(ApiError::encoding_failed(&error), &error),
             },
             Err(error) => fail(ApiError::from_usage(&error), &error),
+        }
+    }
+
+    /// `GET /admin/*`: authenticated like any request; the engine refuses
+    /// keys that are not admin keys (403 `admin_required`).
+    async fn admin<B>(
+        &self,
+        router: &Router,
+        view: AdminView,
+        request: &Request<B>,
+        log: &RequestLog,
+    ) -> Response<ResponseBody> {
+        let fail = |error: ApiError, cause: &dyn std::fmt::Display| {
+            log.error(cause);
+            error.into_response()
+        };
+        let authorization = request
+            .headers()
+            .get(AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let client = match router.authenticate(authorization) {
+            Ok(client) => client,
+            Err(error) => return fail(ApiError::from_auth(error), &error),
+        };
+        // Checked after authentication, as for `/v1/usage`.
+        let limit = match admin::limit(view, request.uri().query()) {
+            Ok(limit) => limit,
+            Err(error) => return refuse(error, log),
+        };
+        let body = match view {
+            AdminView::Models => router.admin_models(&client).map(|mut models| {
+                models.in_flight = self
+                    .config
+                    .metrics
+                    .as_deref()
+                    .map(|metrics| u64::try_from(metrics.in_flight()).unwrap_or(0));
+                serde_json::to_vec(&models)
+            }),
+            AdminView::Keys => router
+                .admin_keys(&client)
+                .await
+                .map(|keys| serde_json::to_vec(&keys)),
+            AdminView::Usage => router
+                .admin_usage(&client)
+                .await
+                .map(|usage| serde_json::to_vec(&usage)),
+            AdminView::Errors => router
+                .admin_errors(&client, limit)
+                .await
+                .map(|errors| serde_json::to_vec(&errors)),
+        };
+        match body {
+            Ok(Ok(bytes)) => admin::json(bytes),
+            Ok(Err(error)) => fail(ApiError::encoding_failed(&error), &error),
+            Err(error) => fail(ApiError::from_admin(&error), &error),
         }
     }
 
@@ -622,6 +700,12 @@ mod tests {
         check("/", None);
         check("/v1/completions/", None);
         check("/v1/embeddings/", None);
+        check("/admin/models", Some(Route::Admin(AdminView::Models)));
+        check("/admin/usage", Some(Route::Admin(AdminView::Usage)));
+        check("/ui", Some(Route::Ui(Asset::Page)));
+        check("/ui/ui.js", Some(Route::Ui(Asset::Script)));
+        check("/admin", None);
+        check("/admin/nothing", None);
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!
 //! It also serves `GET /metrics` from a [`Metrics`] the server creates and
 //! shares with the engine (as a usage sink) and with [`serve`] (through
-//! [`HttpConfig::with_metrics`]).
+//! [`HttpConfig::with_metrics`]), the operator's read-only JSON views on
+//! `/admin/*` (admin keys only; the engine builds them) and the dashboard on
+//! `/ui`, whose page, script and style are compiled into the binary.
 //!
 //! It deliberately does not own providers, limiter implementations, routing
 //! decisions or request validation: those live in `router-core` (the engine
@@ -22,6 +24,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod admin;
 mod body;
 mod error;
 mod handler;

@@ -67,7 +67,13 @@ pub(crate) fn usage_request(query: Option<&str>) -> Result<UsageRequest, ApiErro
                     "key" => GroupBy::Key,
                     "model" => GroupBy::Model,
                     "day" => GroupBy::Day,
-                    _ => return Err(invalid("one of `none`, `key`, `model`, `day`")),
+                    "hour" => GroupBy::Hour,
+                    "minute" => GroupBy::Minute,
+                    _ => {
+                        return Err(invalid(
+                            "one of `none`, `key`, `model`, `day`, `hour`, `minute`",
+                        ))
+                    }
                 }
             }
             "since" => {
@@ -170,6 +176,8 @@ mod tests {
         assert!(!parsed("all=false").all_keys);
         assert_eq!(parsed("group_by=model").group_by, GroupBy::Model);
         assert_eq!(parsed("group_by=none").group_by, GroupBy::Nothing);
+        assert_eq!(parsed("group_by=hour").group_by, GroupBy::Hour);
+        assert_eq!(parsed("group_by=minute").group_by, GroupBy::Minute);
     }
 
     #[test]

@@ -190,6 +190,8 @@ impl UsageStore for FakeLedger {
             GroupBy::Key => vec![totals(Some("1"), 3), totals(Some("2"), 1)],
             GroupBy::Model => vec![totals(Some("echo"), 4)],
             GroupBy::Day => vec![totals(Some("2024-05-01"), 4)],
+            GroupBy::Hour => vec![totals(Some("2024-05-01T10"), 4)],
+            GroupBy::Minute => vec![totals(Some("2024-05-01T10:07"), 4)],
         })
     }
 }
@@ -798,6 +800,84 @@ async fn a_ledger_that_cannot_answer_is_a_503_without_its_details() {
     assert_eq!(error["code"], "ledger_unavailable");
     assert_eq!(error["type"], "server_error");
     assert!(!answer.text().contains("/var/lib"), "{}", answer.text());
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// /admin/* and /ui.
+
+#[tokio::test]
+async fn admin_views_are_for_admin_keys_only_and_never_show_a_key() {
+    let server = start(DEFAULT).await;
+    for path in [
+        "/admin/models",
+        "/admin/keys",
+        "/admin/usage",
+        "/admin/errors",
+    ] {
+        let answer = get(&server, path, None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(answer.error()["code"], "missing_api_key");
+        let answer = get(&server, path, Some(KEY)).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{path}");
+        let error = answer.error();
+        assert_eq!(error["code"], "admin_required");
+        assert_eq!(error["type"], "invalid_request_error");
+    }
+    let models = get(&server, "/admin/models", Some(ADMIN)).await;
+    assert_eq!(models.status, StatusCode::OK);
+    assert_eq!(models.header("cache-control"), Some("no-store"));
+    let body = models.json();
+    assert_eq!(body["object"], "admin.models");
+    // The dashboard's own request is not counted as load.
+    assert_eq!(body["in_flight"], 0);
+    assert_eq!(body["models"][0]["entries"][0]["keys"][0]["state"], "ok");
+    let keys = get(&server, "/admin/keys", Some(ADMIN)).await;
+    assert_eq!(keys.status, StatusCode::OK);
+    let body = keys.json();
+    let names: Vec<&str> = body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["team-alpha", "ops-admin"]);
+    for answer in [&models, &keys] {
+        for secret in [KEY, ADMIN] {
+            assert!(!answer.text().contains(secret), "{}", answer.text());
+        }
+    }
+    // This test's ledger has no series: an error of ours, without its detail.
+    let usage = get(&server, "/admin/usage", Some(ADMIN)).await;
+    assert_eq!(usage.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(usage.error()["code"], "ledger_unavailable");
+    let bad = get(&server, "/admin/errors?limit=0", Some(ADMIN)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.error()["param"], "limit");
+    let bad = get(&server, "/admin/models?all=true", Some(ADMIN)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_a_key_and_locked_to_this_origin() {
+    let server = start(DEFAULT).await;
+    for (path, content_type) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/ui.js", "text/javascript; charset=utf-8"),
+        ("/ui/ui.css", "text/css; charset=utf-8"),
+    ] {
+        let answer = get(&server, path, None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert_eq!(answer.header("content-type"), Some(content_type));
+        let policy = answer.header("content-security-policy").unwrap();
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    }
+    let page = get(&server, "/ui", None).await;
+    assert!(page.text().contains("<script src=\"/ui/ui.js\""));
+    let answer = get(&server, "/ui/missing.js", None).await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
     server.stop().await;
 }
 

@@ -53,7 +53,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use router_core::config::LimitsConfig;
 use router_core::usage::{
-    LedgerError, UsageQuery, UsageRecord, UsageSink, UsageStore, UsageTotals,
+    Bucket, ErrorQuery, LedgerError, SeriesPoint, UsageQuery, UsageRecord, UsageSink, UsageStore,
+    UsageTotals,
 };
 use rusqlite::Connection;
 use time::OffsetDateTime;
@@ -391,17 +392,61 @@ impl UsageStore for SqliteStore {
     /// Runs the aggregate on a blocking thread with its own read connection.
     /// See the module docs for what `requests` counts.
     async fn totals(&self, query: UsageQuery) -> Result<Vec<UsageTotals>, LedgerError> {
+        self.read(move |connection| query::totals(connection, &query))
+            .await
+    }
+
+    async fn series(
+        &self,
+        query: UsageQuery,
+        bucket: Bucket,
+    ) -> Result<Vec<SeriesPoint>, LedgerError> {
+        self.read(move |connection| query::series(connection, &query, bucket))
+            .await
+    }
+
+    async fn recent_errors(&self, query: ErrorQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        self.read(move |connection| query::recent_errors(connection, &query))
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs a read on a blocking thread with a pooled read connection: the
+    /// async callers (`/v1/usage`, the dashboard) never block a worker.
+    async fn read<T, F>(&self, read: F) -> Result<T, LedgerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let readers = Arc::clone(&self.readers);
-        tokio::task::spawn_blocking(move || {
-            readers.with(|connection| query::totals(connection, &query))
-        })
-        .await
-        .map_err(|error| LedgerError {
-            detail: format!("the query did not finish: {error}"),
-        })?
-        .map_err(|error| LedgerError {
-            detail: error.to_string(),
-        })
+        tokio::task::spawn_blocking(move || readers.with(read))
+            .await
+            .map_err(|error| LedgerError {
+                detail: format!("the query did not finish: {error}"),
+            })?
+            .map_err(|error| LedgerError {
+                detail: error.to_string(),
+            })
+    }
+
+    /// [`UsageStore::series`] on the calling thread. Blocks.
+    pub fn series_blocking(
+        &self,
+        query: &UsageQuery,
+        bucket: Bucket,
+    ) -> Result<Vec<SeriesPoint>, StoreError> {
+        self.readers
+            .with(|connection| query::series(connection, query, bucket))
+    }
+
+    /// [`UsageStore::recent_errors`] on the calling thread. Blocks.
+    pub fn recent_errors_blocking(
+        &self,
+        query: &ErrorQuery,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        self.readers
+            .with(|connection| query::recent_errors(connection, query))
     }
 }
 

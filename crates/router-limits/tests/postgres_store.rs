@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use engines::{PostgresServer, TempDir};
 use router_core::secret::Secret;
 use router_core::usage::{
-    GroupBy, Outcome, Tokens, UsageQuery, UsageRecord, UsageSink, UsageSource, UsageStore,
+    Bucket, ErrorQuery, GroupBy, Outcome, Tokens, UsageQuery, UsageRecord, UsageSink, UsageSource,
+    UsageStore,
 };
 use router_limits::store::postgres::POSTGRES_SCHEMA_VERSION;
 use router_limits::{PostgresOptions, PostgresStore, PostgresStoreError, SqliteStore};
@@ -528,6 +529,7 @@ async fn totals_match_the_sqlite_ledger() {
             },
             cost_usd: cost,
             outcome,
+            error: (outcome != Outcome::Ok).then(|| format!("attempt {index} failed")),
             ..record("t", index)
         });
     }
@@ -556,7 +558,14 @@ async fn totals_match_the_sqlite_ledger() {
     ];
     let mut compared = 0;
     for (since, until) in ranges {
-        for group_by in [GroupBy::Nothing, GroupBy::Key, GroupBy::Model, GroupBy::Day] {
+        for group_by in [
+            GroupBy::Nothing,
+            GroupBy::Key,
+            GroupBy::Model,
+            GroupBy::Day,
+            GroupBy::Hour,
+            GroupBy::Minute,
+        ] {
             for key_id in [None, Some(1), Some(3), Some(big_key), Some(42)] {
                 for model in [None, Some("gpt-4o"), Some("ß-model"), Some("GPT-4O")] {
                     let query = UsageQuery {
@@ -574,7 +583,54 @@ async fn totals_match_the_sqlite_ledger() {
             }
         }
     }
-    assert_eq!(compared, 5 * 4 * 5 * 4);
+    assert_eq!(compared, 5 * 6 * 5 * 4);
+    // The dashboard's series: every bucket and split, the same points.
+    let mut points = 0;
+    for (since, until) in ranges {
+        for bucket in [Bucket::Minute, Bucket::Hour, Bucket::Day] {
+            for group_by in [GroupBy::Nothing, GroupBy::Key, GroupBy::Model] {
+                for key_id in [None, Some(1), Some(big_key)] {
+                    let query = UsageQuery {
+                        key_id,
+                        model: None,
+                        since,
+                        until,
+                        group_by,
+                    };
+                    let expected = sqlite.series_blocking(&query, bucket).unwrap();
+                    let answer = postgres.series(query.clone(), bucket).await.unwrap();
+                    assert_eq!(answer, expected, "{query:?} {bucket:?}");
+                    points += answer.len();
+                }
+            }
+        }
+    }
+    assert!(points > 50, "only {points} points compared");
+    // And the recent errors: the same records, newest first.
+    for (since, limit) in [
+        (ranges[0].0, 100),
+        (base, 2),
+        (base + time::Duration::days(2), 5),
+    ] {
+        let query = ErrorQuery { since, limit };
+        let expected = sqlite.recent_errors_blocking(&query).unwrap();
+        let answer = postgres.recent_errors(query.clone()).await.unwrap();
+        assert_eq!(answer, expected, "{query:?}");
+        assert!(answer.len() <= limit);
+    }
+    let all_errors = postgres
+        .recent_errors(ErrorQuery {
+            since: ranges[0].0,
+            limit: 100,
+        })
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = all_errors.iter().map(|record| record.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::ClientGone, Outcome::Refused, Outcome::StreamFailed]
+    );
+    assert_eq!(all_errors[0].error.as_deref(), Some("attempt 5 failed"));
     // The grouped answers are not trivially empty.
     let by_model = postgres
         .totals(UsageQuery {

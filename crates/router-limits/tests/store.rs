@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use router_core::limits::{LimitName, Measure, Scope, Window};
 use router_core::usage::{
-    GroupBy, Outcome, Tokens, UsageQuery, UsageRecord, UsageSink, UsageSource, UsageStore,
+    Bucket, ErrorQuery, GroupBy, Outcome, SeriesPoint, Tokens, UsageQuery, UsageRecord, UsageSink,
+    UsageSource, UsageStore, UsageTotals,
 };
 use router_limits::store::{SqliteStore, StoreError, SCHEMA_VERSION};
 use router_limits::{CounterRow, CounterSink};
@@ -561,6 +562,176 @@ async fn totals_group_filter_and_respect_the_range() {
     let mut later = query(Some(1), None, GroupBy::Nothing);
     later.since = day1 + Duration::from_nanos(1);
     check(later, vec![(None, 1, 400, 1, 2.0)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn series_bucket_by_time_prefix_and_split_by_key_or_model() {
+    let dir = TempDir::new("series");
+    let store = SqliteStore::open(dir.db(), NEVER).unwrap();
+    let at = |key_id: u64, model: &str, time: OffsetDateTime| UsageRecord {
+        key_id,
+        model: model.to_owned(),
+        tokens: Tokens {
+            prompt: 10,
+            completion: 5,
+            cached: 0,
+            reasoning: 0,
+        },
+        cost_usd: 0.5,
+        ..record("req", time)
+    };
+    for each in [
+        at(1, "gpt-4o", datetime!(2025-06-01 10:07:00 UTC)),
+        at(2, "gpt-4o", datetime!(2025-06-01 10:07:59.999999999 UTC)),
+        at(1, "claude", datetime!(2025-06-01 10:08:00 UTC)),
+        at(1, "gpt-4o", datetime!(2025-06-01 11:00:00 UTC)),
+        at(u64::MAX, "gpt-4o", datetime!(2025-06-01 11:00:30 UTC)),
+        at(1, "gpt-4o", datetime!(2025-06-02 00:00:00 UTC)),
+    ] {
+        store.record(each);
+    }
+    store.flush_blocking().unwrap();
+    let query = |group_by| UsageQuery {
+        key_id: None,
+        model: None,
+        since: datetime!(2025-06-01 00:00 UTC),
+        until: datetime!(2025-06-02 00:00 UTC),
+        group_by,
+    };
+    let point = |bucket: &str, group: Option<&str>, requests: u64| SeriesPoint {
+        bucket: bucket.to_owned(),
+        totals: UsageTotals {
+            group: group.map(str::to_owned),
+            requests,
+            tokens: Tokens {
+                prompt: 10 * requests,
+                completion: 5 * requests,
+                cached: 0,
+                reasoning: 0,
+            },
+            cost_usd: 0.5 * requests as f64,
+        },
+    };
+    let check = |group_by, bucket, expected: Vec<SeriesPoint>| {
+        assert_eq!(
+            store.series_blocking(&query(group_by), bucket).unwrap(),
+            expected,
+            "{group_by:?} {bucket:?}"
+        );
+    };
+    check(
+        GroupBy::Nothing,
+        Bucket::Minute,
+        vec![
+            point("2025-06-01T10:07", None, 2),
+            point("2025-06-01T10:08", None, 1),
+            point("2025-06-01T11:00", None, 2),
+        ],
+    );
+    check(
+        GroupBy::Model,
+        Bucket::Hour,
+        vec![
+            point("2025-06-01T10", Some("claude"), 1),
+            point("2025-06-01T10", Some("gpt-4o"), 2),
+            point("2025-06-01T11", Some("gpt-4o"), 2),
+        ],
+    );
+    // Key ids sort as numbers within each bucket, u64::MAX last.
+    let max = u64::MAX.to_string();
+    check(
+        GroupBy::Key,
+        Bucket::Hour,
+        vec![
+            point("2025-06-01T10", Some("1"), 2),
+            point("2025-06-01T10", Some("2"), 1),
+            point("2025-06-01T11", Some("1"), 1),
+            point("2025-06-01T11", Some(&max), 1),
+        ],
+    );
+    // The record at midnight belongs to the next day, outside the range.
+    check(
+        GroupBy::Nothing,
+        Bucket::Day,
+        vec![point("2025-06-01", None, 5)],
+    );
+    // The async port answers the same, and /v1/usage can group by hour or minute.
+    assert_eq!(
+        store
+            .series(query(GroupBy::Model), Bucket::Minute)
+            .await
+            .unwrap(),
+        store
+            .series_blocking(&query(GroupBy::Model), Bucket::Minute)
+            .unwrap()
+    );
+    let hours: Vec<_> = store
+        .totals(query(GroupBy::Hour))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|totals| (totals.group.unwrap(), totals.requests))
+        .collect();
+    assert_eq!(
+        hours,
+        [
+            ("2025-06-01T10".to_owned(), 3),
+            ("2025-06-01T11".to_owned(), 2)
+        ]
+    );
+    let minutes = store.totals_blocking(&query(GroupBy::Minute)).unwrap();
+    assert_eq!(minutes.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recent_errors_are_the_failed_records_newest_first() {
+    let dir = TempDir::new("errors");
+    let store = SqliteStore::open(dir.db(), NEVER).unwrap();
+    let base = datetime!(2025-06-01 10:00 UTC);
+    let failed = |id: &str, seconds: i64, outcome: Outcome| UsageRecord {
+        outcome,
+        error: Some(format!("{id} went wrong")),
+        ..record(id, base + time::Duration::seconds(seconds))
+    };
+    for each in [
+        record("ok-1", base),
+        failed("old", -3600, Outcome::UpstreamFailed),
+        failed("a", 1, Outcome::Refused),
+        record("ok-2", base + time::Duration::seconds(2)),
+        failed("b", 3, Outcome::UpstreamFailed),
+        // Same time as `b`, written later: shown first.
+        failed("c", 3, Outcome::StreamFailed),
+        failed("d", 4, Outcome::ClientGone),
+    ] {
+        store.record(each);
+    }
+    store.flush_blocking().unwrap();
+    let ids = |since: OffsetDateTime, limit: usize| -> Vec<String> {
+        store
+            .recent_errors_blocking(&ErrorQuery { since, limit })
+            .unwrap()
+            .into_iter()
+            .map(|record| record.request_id)
+            .collect()
+    };
+    assert_eq!(ids(base, 10), ["d", "c", "b", "a"]);
+    assert_eq!(ids(base, 2), ["d", "c"]);
+    assert_eq!(
+        ids(base - time::Duration::hours(2), 10),
+        ["d", "c", "b", "a", "old"]
+    );
+    assert!(ids(base + time::Duration::seconds(5), 10).is_empty());
+    let newest = store
+        .recent_errors(ErrorQuery {
+            since: base,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].outcome, Outcome::ClientGone);
+    assert_eq!(newest[0].error.as_deref(), Some("d went wrong"));
+    assert_eq!(newest[0], failed("d", 4, Outcome::ClientGone));
 }
 
 #[test]

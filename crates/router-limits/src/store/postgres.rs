@@ -80,7 +80,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use router_core::config::LimitsConfig;
 use router_core::secret::Secret;
 use router_core::usage::{
-    LedgerError, UsageQuery, UsageRecord, UsageSink, UsageStore, UsageTotals,
+    Bucket, ErrorQuery, LedgerError, SeriesPoint, UsageQuery, UsageRecord, UsageSink, UsageStore,
+    UsageTotals,
 };
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -405,22 +406,38 @@ impl PostgresStore {
     ) -> Result<Vec<UsageTotals>, PostgresStoreError> {
         let shared = &self.shared;
         let client = shared.client().await?;
-        match tokio::time::timeout(shared.statement_timeout, sql::totals(&client, query)).await {
-            Ok(Ok(totals)) => Ok(totals),
-            Ok(Err(sql::ReadError::Corrupt(detail))) => Err(PostgresStoreError::Read { detail }),
-            Ok(Err(sql::ReadError::Postgres(error))) => {
-                let detail = shared.describe(&error);
-                discard(client);
-                Err(PostgresStoreError::Read { detail })
-            }
-            Err(_) => {
-                discard(client);
-                Err(PostgresStoreError::Timeout {
-                    what: "usage totals",
-                    after: shared.statement_timeout,
-                })
-            }
-        }
+        let result =
+            tokio::time::timeout(shared.statement_timeout, sql::totals(&client, query)).await;
+        shared.answer(client, "usage totals", result)
+    }
+
+    /// [`UsageStore::series`] with this store's own error.
+    pub async fn read_series(
+        &self,
+        query: &UsageQuery,
+        bucket: Bucket,
+    ) -> Result<Vec<SeriesPoint>, PostgresStoreError> {
+        let shared = &self.shared;
+        let client = shared.client().await?;
+        let result = tokio::time::timeout(
+            shared.statement_timeout,
+            sql::series(&client, query, bucket),
+        )
+        .await;
+        shared.answer(client, "usage series", result)
+    }
+
+    /// [`UsageStore::recent_errors`] with this store's own error.
+    pub async fn read_recent_errors(
+        &self,
+        query: &ErrorQuery,
+    ) -> Result<Vec<UsageRecord>, PostgresStoreError> {
+        let shared = &self.shared;
+        let client = shared.client().await?;
+        let result =
+            tokio::time::timeout(shared.statement_timeout, sql::recent_errors(&client, query))
+                .await;
+        shared.answer(client, "recent errors", result)
     }
 
     /// After close (the writer is gone): the row goes straight to the spill
@@ -462,16 +479,58 @@ impl UsageSink for PostgresStore {
     }
 }
 
+fn ledger_error(error: PostgresStoreError) -> LedgerError {
+    LedgerError {
+        detail: error.to_string(),
+    }
+}
+
 #[async_trait]
 impl UsageStore for PostgresStore {
     async fn totals(&self, query: UsageQuery) -> Result<Vec<UsageTotals>, LedgerError> {
-        self.read_totals(&query).await.map_err(|error| LedgerError {
-            detail: error.to_string(),
-        })
+        self.read_totals(&query).await.map_err(ledger_error)
+    }
+
+    async fn series(
+        &self,
+        query: UsageQuery,
+        bucket: Bucket,
+    ) -> Result<Vec<SeriesPoint>, LedgerError> {
+        self.read_series(&query, bucket).await.map_err(ledger_error)
+    }
+
+    async fn recent_errors(&self, query: ErrorQuery) -> Result<Vec<UsageRecord>, LedgerError> {
+        self.read_recent_errors(&query).await.map_err(ledger_error)
     }
 }
 
 impl Shared {
+    /// A read's answer: a connection that failed or timed out is dropped
+    /// from the pool rather than handed to the next read.
+    fn answer<T>(
+        &self,
+        client: deadpool_postgres::Client,
+        what: &'static str,
+        result: Result<Result<T, sql::ReadError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, PostgresStoreError> {
+        match result {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(sql::ReadError::Corrupt(detail))) => Err(PostgresStoreError::Read { detail }),
+            Ok(Err(sql::ReadError::Postgres(error))) => {
+                let detail = self.describe(&error);
+                discard(client);
+                Err(PostgresStoreError::Read { detail })
+            }
+            Err(_) => {
+                discard(client);
+                Err(PostgresStoreError::Timeout {
+                    what,
+                    after: self.statement_timeout,
+                })
+            }
+        }
+    }
+
     /// A pooled connection, the schema brought up to date on first use.
     async fn client(&self) -> Result<deadpool_postgres::Client, PostgresStoreError> {
         let mut client = self

@@ -1,7 +1,9 @@
 //! What the ledger answers: aggregates for `/v1/usage`, the raw rows, the
 //! counters to restore. Every function takes a read connection.
 
-use router_core::usage::{GroupBy, Tokens, UsageQuery, UsageRecord, UsageTotals};
+use router_core::usage::{
+    Bucket, ErrorQuery, GroupBy, SeriesPoint, Tokens, UsageQuery, UsageRecord, UsageTotals,
+};
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, Row};
 use time::OffsetDateTime;
@@ -14,6 +16,29 @@ fn read_error(source: rusqlite::Error) -> StoreError {
     StoreError::Read { source }
 }
 
+/// The SQL expression a grouping groups by. The time groupings take a
+/// prefix of `time` (RFC 3339 UTC text), or the stored `day`.
+pub(crate) fn group_expression(group_by: GroupBy) -> Option<&'static str> {
+    match group_by {
+        GroupBy::Nothing => None,
+        GroupBy::Key => Some("key_id"),
+        GroupBy::Model => Some("model"),
+        GroupBy::Day => Some("day"),
+        GroupBy::Hour => Some("substr(time, 1, 13)"),
+        GroupBy::Minute => Some("substr(time, 1, 16)"),
+    }
+}
+
+/// The SQL expression of a series' bucket: a prefix of `time`, as
+/// [`Bucket::prefix_len`] says (the day is stored apart already).
+pub(crate) fn bucket_expression(bucket: Bucket) -> &'static str {
+    match bucket {
+        Bucket::Minute => "substr(time, 1, 16)",
+        Bucket::Hour => "substr(time, 1, 13)",
+        Bucket::Day => "day",
+    }
+}
+
 /// Sums over the records in `[since, until)`, filtered and grouped as asked.
 ///
 /// `requests` counts every record, whatever its outcome (refused, invalid
@@ -23,23 +48,41 @@ fn read_error(source: rusqlite::Error) -> StoreError {
 ///
 /// Ungrouped, the answer is always one row (all zeros over an empty range);
 /// grouped, one row per group present, in the group's natural order (key id,
-/// model name, day).
+/// model name, day, hour, minute).
 pub(crate) fn totals(
     connection: &Connection,
     query: &UsageQuery,
 ) -> Result<Vec<UsageTotals>, StoreError> {
-    let group_column = match query.group_by {
-        GroupBy::Nothing => None,
-        GroupBy::Key => Some("key_id"),
-        GroupBy::Model => Some("model"),
-        GroupBy::Day => Some("day"),
-    };
+    Ok(aggregate(connection, query, None)?
+        .into_iter()
+        .map(|point| point.totals)
+        .collect())
+}
+
+/// [`totals`] within each time bucket: one point per bucket and group
+/// present, in bucket order, then group order.
+pub(crate) fn series(
+    connection: &Connection,
+    query: &UsageQuery,
+    bucket: Bucket,
+) -> Result<Vec<SeriesPoint>, StoreError> {
+    aggregate(connection, query, Some(bucket))
+}
+
+fn aggregate(
+    connection: &Connection,
+    query: &UsageQuery,
+    bucket: Option<Bucket>,
+) -> Result<Vec<SeriesPoint>, StoreError> {
+    let group_column = group_expression(query.group_by);
+    let bucket_column = bucket.map(bucket_expression);
     let mut sql = String::from(
         "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), \
          COALESCE(SUM(cached_tokens), 0), COALESCE(SUM(reasoning_tokens), 0), \
          COALESCE(SUM(cost_usd), 0.0)",
     );
-    if let Some(column) = group_column {
+    let keys: Vec<&str> = bucket_column.into_iter().chain(group_column).collect();
+    for column in &keys {
         sql.push_str(", ");
         sql.push_str(column);
     }
@@ -56,43 +99,82 @@ pub(crate) fn totals(
         arguments.push(Value::Text(model.clone()));
         sql.push_str(&format!(" AND model = ?{}", arguments.len()));
     }
-    if let Some(column) = group_column {
-        sql.push_str(&format!(" GROUP BY {column} ORDER BY {column}"));
+    if !keys.is_empty() {
+        let keys = keys.join(", ");
+        sql.push_str(&format!(" GROUP BY {keys} ORDER BY {keys}"));
     }
     let mut statement = connection.prepare(&sql).map_err(read_error)?;
     let mut rows = statement
         .query(params_from_iter(arguments))
         .map_err(read_error)?;
     let mut answer = Vec::new();
+    let group_index = if bucket.is_some() { 7 } else { 6 };
     while let Some(row) = rows.next().map_err(read_error)? {
         let group = match query.group_by {
             GroupBy::Nothing => None,
             GroupBy::Key => {
-                let key_id: i64 = row.get(6).map_err(read_error)?;
+                let key_id: i64 = row.get(group_index).map_err(read_error)?;
                 Some(codec::id_from_sql(key_id).to_string())
             }
-            GroupBy::Model | GroupBy::Day => Some(row.get::<_, String>(6).map_err(read_error)?),
+            GroupBy::Model | GroupBy::Day | GroupBy::Hour | GroupBy::Minute => {
+                Some(row.get::<_, String>(group_index).map_err(read_error)?)
+            }
         };
-        answer.push(UsageTotals {
-            group,
-            requests: count(row, 0, "requests")?,
-            tokens: Tokens {
-                prompt: count(row, 1, "prompt_tokens")?,
-                completion: count(row, 2, "completion_tokens")?,
-                cached: count(row, 3, "cached_tokens")?,
-                reasoning: count(row, 4, "reasoning_tokens")?,
+        let bucket = match bucket {
+            Some(_) => row.get::<_, String>(6).map_err(read_error)?,
+            None => String::new(),
+        };
+        answer.push(SeriesPoint {
+            bucket,
+            totals: UsageTotals {
+                group,
+                requests: count(row, 0, "requests")?,
+                tokens: Tokens {
+                    prompt: count(row, 1, "prompt_tokens")?,
+                    completion: count(row, 2, "completion_tokens")?,
+                    cached: count(row, 3, "cached_tokens")?,
+                    reasoning: count(row, 4, "reasoning_tokens")?,
+                },
+                cost_usd: row.get(5).map_err(read_error)?,
             },
-            cost_usd: row.get(5).map_err(read_error)?,
         });
     }
     if query.group_by == GroupBy::Key {
         // SQLite orders the stored i64s; ids above i64::MAX would come first.
-        answer.sort_by_key(|totals| {
-            totals
-                .group
-                .as_deref()
-                .and_then(|id| id.parse::<u64>().ok())
+        // A stable sort keeps the buckets in order.
+        answer.sort_by(|a, b| {
+            let id = |point: &SeriesPoint| {
+                point
+                    .totals
+                    .group
+                    .as_deref()
+                    .and_then(|id| id.parse::<u64>().ok())
+            };
+            a.bucket.cmp(&b.bucket).then(id(a).cmp(&id(b)))
         });
+    }
+    Ok(answer)
+}
+
+/// The most recent records in the range whose outcome is not `ok`, newest
+/// first (by time, then by row for records of the same nanosecond).
+pub(crate) fn recent_errors(
+    connection: &Connection,
+    query: &ErrorQuery,
+) -> Result<Vec<UsageRecord>, StoreError> {
+    let mut statement = connection
+        .prepare(&format!(
+            "SELECT {RECORD_COLUMNS} FROM usage WHERE time >= ?1 AND outcome <> 'ok' \
+             ORDER BY time DESC, id DESC LIMIT ?2"
+        ))
+        .map_err(read_error)?;
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let mut rows = statement
+        .query(params![codec::time_text(query.since), limit])
+        .map_err(read_error)?;
+    let mut answer = Vec::new();
+    while let Some(row) = rows.next().map_err(read_error)? {
+        answer.push(record(row)?);
     }
     Ok(answer)
 }

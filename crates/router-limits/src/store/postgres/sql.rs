@@ -1,16 +1,18 @@
-//! The shared ledger's two statements: the batched insert and the totals
-//! for `/v1/usage`.
+//! The shared ledger's statements: the batched insert, the totals for
+//! `/v1/usage`, and the series and recent errors of the dashboard.
 //!
 //! Values are stored in the SQLite ledger's forms (the same `codec`), so
 //! both stores hold and answer the same numbers.
 
 use std::borrow::Cow;
 
-use router_core::usage::{GroupBy, Tokens, UsageQuery, UsageRecord, UsageTotals};
+use router_core::usage::{
+    Bucket, ErrorQuery, GroupBy, SeriesPoint, Tokens, UsageQuery, UsageRecord, UsageTotals,
+};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row};
 
-use super::super::{codec, writer};
+use super::super::{codec, query as store_query, writer, StoreError};
 
 /// One statement for a whole batch: each column travels as one array and
 /// `UNNEST` turns them back into rows, so a batch is one round trip and one
@@ -192,12 +194,31 @@ pub(super) async fn totals(
     client: &Client,
     query: &UsageQuery,
 ) -> Result<Vec<UsageTotals>, ReadError> {
-    let group_column = match query.group_by {
-        GroupBy::Nothing => None,
-        GroupBy::Key => Some("key_id"),
-        GroupBy::Model => Some("model"),
-        GroupBy::Day => Some("day"),
-    };
+    Ok(aggregate(client, query, None)
+        .await?
+        .into_iter()
+        .map(|point| point.totals)
+        .collect())
+}
+
+/// [`totals`] within each time bucket, as the SQLite store answers it.
+pub(super) async fn series(
+    client: &Client,
+    query: &UsageQuery,
+    bucket: Bucket,
+) -> Result<Vec<SeriesPoint>, ReadError> {
+    aggregate(client, query, Some(bucket)).await
+}
+
+async fn aggregate(
+    client: &Client,
+    query: &UsageQuery,
+    bucket: Option<Bucket>,
+) -> Result<Vec<SeriesPoint>, ReadError> {
+    // The same expressions as SQLite's: `substr` of the `C`-collated time
+    // text compares bytewise, so buckets sort as they do there.
+    let group_column = store_query::group_expression(query.group_by);
+    let bucket_column = bucket.map(store_query::bucket_expression);
     // SUM of a BIGINT is a NUMERIC in PostgreSQL: cast back to read it as
     // an i64 (a ledger's sums stay far below 2^63).
     let mut sql = String::from(
@@ -205,7 +226,8 @@ pub(super) async fn totals(
          COALESCE(SUM(completion_tokens), 0)::int8, COALESCE(SUM(cached_tokens), 0)::int8, \
          COALESCE(SUM(reasoning_tokens), 0)::int8, COALESCE(SUM(cost_usd), 0)::float8",
     );
-    if let Some(column) = group_column {
+    let keys: Vec<&str> = bucket_column.into_iter().chain(group_column).collect();
+    for column in &keys {
         sql.push_str(", ");
         sql.push_str(column);
     }
@@ -222,40 +244,115 @@ pub(super) async fn totals(
         parameters.push(model);
         sql.push_str(&format!(" AND model = ${}", parameters.len()));
     }
-    if let Some(column) = group_column {
-        sql.push_str(&format!(" GROUP BY {column} ORDER BY {column}"));
+    if !keys.is_empty() {
+        let keys = keys.join(", ");
+        sql.push_str(&format!(" GROUP BY {keys} ORDER BY {keys}"));
     }
     let rows = client.query(&sql, &parameters).await?;
+    let group_index = if bucket.is_some() { 7 } else { 6 };
     let mut answer = Vec::with_capacity(rows.len());
     for row in &rows {
         let group = match query.group_by {
             GroupBy::Nothing => None,
-            GroupBy::Key => Some(codec::id_from_sql(row.try_get::<_, i64>(6)?).to_string()),
-            GroupBy::Model | GroupBy::Day => Some(row.try_get::<_, String>(6)?),
+            GroupBy::Key => {
+                Some(codec::id_from_sql(row.try_get::<_, i64>(group_index)?).to_string())
+            }
+            GroupBy::Model | GroupBy::Day | GroupBy::Hour | GroupBy::Minute => {
+                Some(row.try_get::<_, String>(group_index)?)
+            }
         };
-        answer.push(UsageTotals {
-            group,
-            requests: count(row, 0, "requests")?,
-            tokens: Tokens {
-                prompt: count(row, 1, "prompt_tokens")?,
-                completion: count(row, 2, "completion_tokens")?,
-                cached: count(row, 3, "cached_tokens")?,
-                reasoning: count(row, 4, "reasoning_tokens")?,
+        let bucket = match bucket {
+            Some(_) => row.try_get::<_, String>(6)?,
+            None => String::new(),
+        };
+        answer.push(SeriesPoint {
+            bucket,
+            totals: UsageTotals {
+                group,
+                requests: count(row, 0, "requests")?,
+                tokens: Tokens {
+                    prompt: count(row, 1, "prompt_tokens")?,
+                    completion: count(row, 2, "completion_tokens")?,
+                    cached: count(row, 3, "cached_tokens")?,
+                    reasoning: count(row, 4, "reasoning_tokens")?,
+                },
+                cost_usd: row.try_get(5)?,
             },
-            cost_usd: row.try_get(5)?,
         });
     }
     if query.group_by == GroupBy::Key {
         // PostgreSQL orders the stored i64s; ids above i64::MAX would come
-        // first. Sorted as SQLite's answer is.
-        answer.sort_by_key(|totals| {
-            totals
-                .group
-                .as_deref()
-                .and_then(|id| id.parse::<u64>().ok())
+        // first. Sorted as SQLite's answer is (stable: buckets stay in order).
+        answer.sort_by(|a, b| {
+            let id = |point: &SeriesPoint| {
+                point
+                    .totals
+                    .group
+                    .as_deref()
+                    .and_then(|id| id.parse::<u64>().ok())
+            };
+            a.bucket.cmp(&b.bucket).then(id(a).cmp(&id(b)))
         });
     }
     Ok(answer)
+}
+
+/// The most recent records in the range whose outcome is not `ok`, newest
+/// first, as the SQLite store answers it.
+pub(super) async fn recent_errors(
+    client: &Client,
+    query: &ErrorQuery,
+) -> Result<Vec<UsageRecord>, ReadError> {
+    let sql = format!(
+        "SELECT {} FROM usage WHERE time >= $1 AND outcome <> 'ok' \
+         ORDER BY time DESC, id DESC LIMIT $2",
+        store_query::RECORD_COLUMNS
+    );
+    let since = codec::time_text(query.since);
+    let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+    let rows = client.query(&sql, &[&since, &limit]).await?;
+    rows.iter().map(record).collect()
+}
+
+/// Reads a record from a row of [`store_query::RECORD_COLUMNS`], with the
+/// SQLite reader's conversions.
+fn record(row: &Row) -> Result<UsageRecord, ReadError> {
+    let corrupt = |error: StoreError| ReadError::Corrupt(error.to_string());
+    let index = |column: &'static str, position: usize| -> Result<Option<usize>, ReadError> {
+        codec::index_from_sql(column, row.try_get(position)?).map_err(corrupt)
+    };
+    Ok(UsageRecord {
+        time: codec::parse_time(&row.try_get::<_, String>(0)?).map_err(corrupt)?,
+        request_id: row.try_get(1)?,
+        key_id: codec::id_from_sql(row.try_get(2)?),
+        key_name: row.try_get(3)?,
+        model: row.try_get(4)?,
+        entry_index: index("entry_index", 5)?,
+        entry_id: row.try_get::<_, Option<i64>>(6)?.map(codec::id_from_sql),
+        provider_key_index: index("provider_key_index", 7)?,
+        tokens: Tokens {
+            prompt: count(row, 8, "prompt_tokens")?,
+            completion: count(row, 9, "completion_tokens")?,
+            cached: count(row, 10, "cached_tokens")?,
+            reasoning: count(row, 11, "reasoning_tokens")?,
+        },
+        cost_usd: row.try_get(12)?,
+        outcome: codec::parse_outcome(&row.try_get::<_, String>(13)?).map_err(corrupt)?,
+        error: row.try_get(14)?,
+        latency: codec::duration_from_millis("latency_ms", row.try_get(15)?).map_err(corrupt)?,
+        upstream_latency: row
+            .try_get::<_, Option<f64>>(16)?
+            .map(|milliseconds| codec::duration_from_millis("upstream_latency_ms", milliseconds))
+            .transpose()
+            .map_err(corrupt)?,
+        refused_by: row
+            .try_get::<_, Option<String>>(17)?
+            .map(|text| codec::parse_limit(&text))
+            .transpose()
+            .map_err(corrupt)?,
+        source: codec::parse_source(&row.try_get::<_, String>(18)?).map_err(corrupt)?,
+        stream: row.try_get(19)?,
+    })
 }
 
 fn count(row: &Row, index: usize, column: &'static str) -> Result<u64, ReadError> {
