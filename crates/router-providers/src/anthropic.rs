@@ -71,8 +71,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, USER_AGENT};
-use http::{HeaderName, HeaderValue, Request, Uri};
+use http::{HeaderName, Request, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use router_core::config::{ModelEntry, Timeouts};
@@ -83,12 +82,10 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use url::Url;
 
-use crate::client::{read_body, BodyError, ClientError, HttpClient};
+use crate::client::{ClientError, HttpClient};
 use crate::event_stream::{EventDecoder, EventStream, Flow};
-use crate::openai::{
-    content_type_for_message, is_event_stream, status_error, truncate_at_word,
-    MAX_COMPLETION_BYTES, MAX_MESSAGE_CHARS, USER_AGENT_VALUE,
-};
+use crate::exchange::{self, KeyHeader};
+use crate::openai::{truncate_at_word, MAX_MESSAGE_CHARS};
 use crate::sse::SseEvent;
 
 /// The API version every request names (`anthropic-version`).
@@ -172,50 +169,14 @@ impl AnthropicProvider {
         stream: bool,
     ) -> Result<Request<Full<Bytes>>, ProviderError> {
         let translated = translate_request(&request.body, self.max_tokens, stream)?;
-        let body = serde_json::to_vec(&translated).map_err(|error| ProviderError::Connect {
-            detail: format!(
-                "the request body could not be serialised, so nothing was sent: {error}"
-            ),
-        })?;
-        let accept = if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let mut builder = Request::post(self.url.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(ACCEPT, HeaderValue::from_static(accept))
-            .header(USER_AGENT, USER_AGENT_VALUE.clone())
-            .header(
-                ANTHROPIC_VERSION_HEADER.clone(),
-                HeaderValue::from_static(ANTHROPIC_VERSION),
-            );
-        if let Some(key) = request.api_key.as_ref().filter(|key| !key.is_empty()) {
-            // Never name the key in the message: it is the secret.
-            let mut value =
-                HeaderValue::try_from(key.expose()).map_err(|_| ProviderError::Connect {
-                    detail: "the provider key is not a valid header value, so nothing was sent"
-                        .to_owned(),
-                })?;
-            value.set_sensitive(true);
-            builder = builder.header(X_API_KEY.clone(), value);
-        }
-        builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|error| ProviderError::Connect {
-                detail: format!("the request could not be built, so nothing was sent: {error}"),
-            })
-    }
-
-    /// Sends `request` and waits for the response head, within `first_byte`.
-    async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, ProviderError> {
-        let after = self.timeouts.first_byte;
-        tokio::time::timeout(after, self.client.send(request))
-            .await
-            .unwrap_or(Err(ProviderError::Timeout { after }))
+        exchange::post_json(
+            &self.url,
+            &translated,
+            stream,
+            request.api_key.as_ref(),
+            KeyHeader::Named(&X_API_KEY),
+            &[(&ANTHROPIC_VERSION_HEADER, ANTHROPIC_VERSION)],
+        )
     }
 
     async fn complete_within_deadline(
@@ -223,21 +184,8 @@ impl AnthropicProvider {
         request: ProviderRequest,
     ) -> Result<Completion, ProviderError> {
         let request = self.request(request, false)?;
-        let response = self.send(request).await?;
-        let (head, body) = response.into_parts();
-        if !head.status.is_success() {
-            return Err(status_error(head.status, &head.headers, body).await);
-        }
-        let bytes = read_body(body, MAX_COMPLETION_BYTES)
-            .await
-            .map_err(|error| match error {
-                BodyError::TooLarge => ProviderError::InvalidResponse {
-                    detail: format!("the answer is larger than {MAX_COMPLETION_BYTES} bytes"),
-                },
-                BodyError::Read(error) => ProviderError::Truncated {
-                    detail: format!("the answer broke off: {error}"),
-                },
-            })?;
+        let (_, body) = exchange::send(&self.client, request, self.timeouts.first_byte).await?;
+        let bytes = exchange::read_answer(body).await?;
         let message: MessageResponse =
             serde_json::from_slice(&bytes).map_err(|_| ProviderError::InvalidResponse {
                 detail: "the answer is not an Anthropic message".to_owned(),
@@ -247,21 +195,8 @@ impl AnthropicProvider {
 
     async fn open_stream(&self, request: ProviderRequest) -> Result<Incoming, ProviderError> {
         let request = self.request(request, true)?;
-        let response = self.send(request).await?;
-        let (head, body) = response.into_parts();
-        if !head.status.is_success() {
-            return Err(status_error(head.status, &head.headers, body).await);
-        }
-        if !is_event_stream(&head.headers) {
-            // Dropping the body here closes the connection: we will not read it.
-            return Err(ProviderError::InvalidResponse {
-                detail: format!(
-                    "expected text/event-stream, the upstream sent content-type {}",
-                    content_type_for_message(&head.headers)
-                ),
-            });
-        }
-        Ok(body)
+        let (head, body) = exchange::send(&self.client, request, self.timeouts.first_byte).await?;
+        exchange::event_stream(&head, body)
     }
 }
 

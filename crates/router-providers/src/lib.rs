@@ -30,6 +30,7 @@
 pub mod anthropic;
 pub mod client;
 mod event_stream;
+mod exchange;
 pub mod mock;
 pub mod openai;
 pub mod registry;

@@ -38,7 +38,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -49,8 +49,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::client::{read_body, retry_after, BodyError, ClientError, HttpClient};
+use crate::client::{read_body, retry_after, ClientError, HttpClient};
 use crate::event_stream::{EventDecoder, EventStream, Flow};
+use crate::exchange::{self, KeyHeader};
 use crate::sse::SseEvent;
 
 /// The largest non-streamed answer we read. Chat answers are far smaller;
@@ -149,48 +150,14 @@ impl OpenAiProvider {
         request: ProviderRequest,
         stream: bool,
     ) -> Result<Request<Full<Bytes>>, ProviderError> {
-        let body = serde_json::to_vec(&request.body).map_err(|error| ProviderError::Connect {
-            detail: format!(
-                "the request body could not be serialised, so nothing was sent: {error}"
-            ),
-        })?;
-        let accept = if stream {
-            "text/event-stream"
-        } else {
-            "application/json"
-        };
-        let mut builder = Request::post(url.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header(ACCEPT, HeaderValue::from_static(accept))
-            .header(USER_AGENT, USER_AGENT_VALUE.clone());
-        if let Some(key) = request.api_key.as_ref().filter(|key| !key.is_empty()) {
-            // Never name the key in the message: it is the secret.
-            let mut value =
-                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                    ProviderError::Connect {
-                        detail: "the provider key is not a valid header value, so nothing was sent"
-                            .to_owned(),
-                    }
-                })?;
-            value.set_sensitive(true);
-            builder = builder.header(AUTHORIZATION, value);
-        }
-        builder
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|error| ProviderError::Connect {
-                detail: format!("the request could not be built, so nothing was sent: {error}"),
-            })
-    }
-
-    /// Sends `request` and waits for the response head, within `first_byte`.
-    async fn send(
-        &self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<hyper::Response<Incoming>, ProviderError> {
-        let after = self.timeouts.first_byte;
-        tokio::time::timeout(after, self.client.send(request))
-            .await
-            .unwrap_or(Err(ProviderError::Timeout { after }))
+        exchange::post_json(
+            url,
+            &request.body,
+            stream,
+            request.api_key.as_ref(),
+            KeyHeader::Bearer,
+            &[],
+        )
     }
 
     async fn complete_within_deadline(
@@ -199,22 +166,8 @@ impl OpenAiProvider {
         request: ProviderRequest,
     ) -> Result<Completion, ProviderError> {
         let request = self.request(url, request, false)?;
-        let response = self.send(request).await?;
-        let (head, body) = response.into_parts();
-        if !head.status.is_success() {
-            return Err(status_error(head.status, &head.headers, body).await);
-        }
-        let bytes = read_body(body, MAX_COMPLETION_BYTES)
-            .await
-            .map_err(|error| match error {
-                BodyError::TooLarge => ProviderError::InvalidResponse {
-                    detail: format!("the answer is larger than {MAX_COMPLETION_BYTES} bytes"),
-                },
-                BodyError::Read(error) => ProviderError::Truncated {
-                    detail: format!("the answer broke off: {error}"),
-                },
-            })?;
-        parse_completion(&bytes).map(Completion)
+        let (_, body) = exchange::send(&self.client, request, self.timeouts.first_byte).await?;
+        parse_completion(&exchange::read_answer(body).await?).map(Completion)
     }
 
     async fn open_stream(
@@ -223,21 +176,8 @@ impl OpenAiProvider {
         request: ProviderRequest,
     ) -> Result<Incoming, ProviderError> {
         let request = self.request(url, request, true)?;
-        let response = self.send(request).await?;
-        let (head, body) = response.into_parts();
-        if !head.status.is_success() {
-            return Err(status_error(head.status, &head.headers, body).await);
-        }
-        if !is_event_stream(&head.headers) {
-            // Dropping the body here closes the connection: we will not read it.
-            return Err(ProviderError::InvalidResponse {
-                detail: format!(
-                    "expected text/event-stream, the upstream sent content-type {}",
-                    content_type_for_message(&head.headers)
-                ),
-            });
-        }
-        Ok(body)
+        let (head, body) = exchange::send(&self.client, request, self.timeouts.first_byte).await?;
+        exchange::event_stream(&head, body)
     }
 
     /// One whole answer from `url`, within the `total` timeout.
