@@ -15,7 +15,9 @@ use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use router_core::live::Reload;
 use router_core::provider::Endpoint;
-use router_core::{ChatError, ChatResponse, ChunkStream, LiveRouter, RequestContext, Router};
+use router_core::{
+    ChatError, ChatResponse, ChunkStream, ClientKey, LiveRouter, RequestContext, Router,
+};
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
@@ -318,17 +320,10 @@ impl Handler {
             log.error(cause);
             error.into_response()
         };
-        // The engine parses the scheme and compares in constant time; we only
-        // hand it the raw bytes (and never log them).
-        let authorization = request
-            .headers()
-            .get(AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        let client = match router.authenticate(authorization) {
+        let client = match authenticate(router, request.headers(), log) {
             Ok(client) => client,
-            Err(error) => return fail(ApiError::from_auth(error), &error),
+            Err(refusal) => return refusal.into_response(),
         };
-        log.client(&client);
 
         // Checked before the body is read: a form or a file upload is not a
         // request for the engine, however it parses.
@@ -398,15 +393,10 @@ impl Handler {
             log.error(cause);
             error.into_response()
         };
-        let authorization = request
-            .headers()
-            .get(AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        let client = match router.authenticate(authorization) {
+        let client = match authenticate(router, request.headers(), log) {
             Ok(client) => client,
-            Err(error) => return fail(ApiError::from_auth(error), &error),
+            Err(refusal) => return refusal.into_response(),
         };
-        log.client(&client);
         // Checked after authentication: strangers learn nothing, not even
         // which parameters exist.
         let question = match query::usage_request(request.uri().query()) {
@@ -435,13 +425,9 @@ impl Handler {
             log.error(cause);
             error.into_response()
         };
-        let authorization = request
-            .headers()
-            .get(AUTHORIZATION)
-            .map(HeaderValue::as_bytes);
-        let client = match router.authenticate(authorization) {
+        let client = match authenticate(router, request.headers(), log) {
             Ok(client) => client,
-            Err(error) => return fail(ApiError::from_auth(error), &error),
+            Err(refusal) => return refusal.into_response(),
         };
         // Checked after authentication, as for `/v1/usage`.
         let limit = match admin::limit(view, request.uri().query()) {
@@ -496,6 +482,28 @@ impl Handler {
 
 /// Answers with an error the handler produced itself; its message (which
 /// says it all) goes into the request's line.
+/// The request's client key, named in its log line; or why it is refused,
+/// the cause in the log line. The engine parses the scheme and
+/// compares in constant time; this only hands it the raw bytes (and never
+/// logs them).
+fn authenticate(
+    router: &Router,
+    headers: &HeaderMap,
+    log: &RequestLog,
+) -> Result<ClientKey, ApiError> {
+    let authorization = headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    match router.authenticate(authorization) {
+        Ok(client) => {
+            log.client(&client);
+            Ok(client)
+        }
+        Err(error) => {
+            log.error(&error);
+            Err(ApiError::from_auth(error))
+        }
+    }
+}
+
 /// The client's `x-request-id` when it is a sane token, else a fresh id.
 fn request_id(router: &Router, headers: &HeaderMap) -> HeaderValue {
     match headers.get(X_REQUEST_ID) {
@@ -630,16 +638,9 @@ async fn reload_config<B>(
     request: &Request<B>,
     log: &RequestLog,
 ) -> Response<ResponseBody> {
-    let authorization = request
-        .headers()
-        .get(AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    let client = match router.authenticate(authorization) {
+    let client = match authenticate(router, request.headers(), log) {
         Ok(client) => client,
-        Err(error) => {
-            log.error(&error);
-            return ApiError::from_auth(error).into_response();
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     if !client.admin {
         return refuse(ApiError::admin_required(), log);
