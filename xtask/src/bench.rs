@@ -1333,6 +1333,8 @@ fn summary_table(summary: &Summary<'_>) -> String {
          itself adds on the same path.\n"
     );
 
+    targets_section(&mut out, summary);
+
     let _ = writeln!(
         out,
         "## 1. Overhead: 1 connection, {} s per run\n",
@@ -1514,6 +1516,89 @@ fn summary_table(summary: &Summary<'_>) -> String {
     out
 }
 
+// The efficiency targets the summary's first table holds the router to.
+const TARGET_ROUTER_OVER_NULL_RATE: f64 = 0.75;
+const TARGET_ROUTER_OVER_NULL_P50_US: f64 = 20.0;
+const TARGET_FEATURES_ON_OVER_OFF: f64 = 0.85;
+const TARGET_STREAM_MIB_PER_THOUSAND: f64 = 25.0;
+
+/// What a request costs the router, against its targets: one row each, every
+/// figure a ratio or a difference within one run (`router / null proxy`,
+/// `on / off`, `router − null proxy`), so a noisy machine moves both sides.
+fn targets_section(out: &mut String, summary: &Summary<'_>) {
+    let _ = writeln!(
+        out,
+        "## Efficiency targets\n\n\
+         Each row is median (min–max) over the repetitions; a target is met when the median \
+         is. Details in the sections named.\n"
+    );
+    let _ = writeln!(out, "| measure | measured | target | |\n|---|---|---|---|");
+    let verdict = |met: bool| if met { "met" } else { "**not met**" };
+    let rate = summary
+        .throughput
+        .iter()
+        .find(|point| point.connections == NULL_CONNECTIONS)
+        .map(|point| {
+            Spread::of(
+                &point
+                    .null
+                    .iter()
+                    .zip(&point.router)
+                    .map(|(null, router)| router.rate() / null.rate())
+                    .collect::<Vec<_>>(),
+            )
+        });
+    if let Some(rate) = rate {
+        let _ = writeln!(
+            out,
+            "| router / null proxy throughput, {NULL_CONNECTIONS} connections (2) | {} | ≥ {TARGET_ROUTER_OVER_NULL_RATE} | {} |",
+            rate.show(3, ""),
+            verdict(rate.median >= TARGET_ROUTER_OVER_NULL_RATE),
+        );
+    }
+    let p50 = Spread::of(
+        &summary
+            .overhead
+            .iter()
+            .map(|run| run.router.p50_us - run.null.p50_us)
+            .collect::<Vec<_>>(),
+    );
+    let _ = writeln!(
+        out,
+        "| router over null proxy, p50 at 1 connection (1) | {} | ≤ {TARGET_ROUTER_OVER_NULL_P50_US} µs | {} |",
+        p50.show(1, " µs"),
+        verdict(p50.median <= TARGET_ROUTER_OVER_NULL_P50_US),
+    );
+    let features = Spread::of(
+        &summary
+            .features
+            .iter()
+            .map(|(on, off)| on.rate() / off.rate())
+            .collect::<Vec<_>>(),
+    );
+    let _ = writeln!(
+        out,
+        "| features on / off throughput, {FEATURES_CONNECTIONS} connections (6) | {} | ≥ {TARGET_FEATURES_ON_OVER_OFF} | {} |",
+        features.show(3, ""),
+        verdict(features.median >= TARGET_FEATURES_ON_OVER_OFF),
+    );
+    if let Some(first) = summary.holds.first() {
+        let per_thousand = hold_per_thousand(first);
+        let _ = writeln!(
+            out,
+            "| RSS per 1,000 slow streams, first round from idle (5) | {per_thousand:.1} MiB ({} streams) | ≤ {TARGET_STREAM_MIB_PER_THOUSAND} MiB | {} |",
+            first.streams,
+            verdict(per_thousand <= TARGET_STREAM_MIB_PER_THOUSAND),
+        );
+    }
+    let _ = writeln!(out);
+}
+
+/// (Peak RSS while the streams are open − RSS before the round) per 1,000 streams, MiB.
+fn hold_per_thousand(round: &HoldRound) -> f64 {
+    (round.peak as f64 - round.rss_before as f64) / 1024.0 / f64::from(round.streams) * 1000.0
+}
+
 type Pairs = [(serde_json::Value, serde_json::Value)];
 
 /// Median (min–max) over repetitions of `pick(direct, router)`.
@@ -1657,9 +1742,7 @@ fn more_sections(out: &mut String, summary: &Summary<'_>) {
         "| round | streams | all open at once | errors | RSS before | peak RSS | RSS per 1000 streams | upstream connections opened | router first chunk p99 |\n|---|---|---|---|---|---|---|---|---|"
     );
     for (index, round) in summary.holds.iter().enumerate() {
-        let per_thousand =
-            (round.peak as f64 - round.rss_before as f64) / 1024.0 / f64::from(round.streams)
-                * 1000.0;
+        let per_thousand = hold_per_thousand(round);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {:.1} MiB | {:.1} MiB | {per_thousand:.1} MiB | {} | {:.1} ms |",
