@@ -7,10 +7,8 @@
 //!   `Router::chat` of a small request (218 bytes: two messages,
 //!   `temperature`, `max_tokens`): parse and validate the body, resolve the
 //!   model, pick the entry and key, estimate the prompt, rewrite a copy of the
-//!   body for the upstream, call the provider (which reads its fixed
-//!   answer's bytes as the OpenAI adapter reads an upstream's), rewrite the
-//!   answer for the client and close the books (one usage record to the
-//!   no-op sink);
+//!   body for the upstream, call the provider, rewrite the answer for the
+//!   client and close the books (one usage record to the no-op sink);
 //! - `chat_and_write`: the same plus `serde_json::to_vec` of the answer, as
 //!   router-http writes it (what the baseline does, parse a body and write
 //!   an answer, and more);
@@ -62,10 +60,13 @@ const AUTHORIZATION: &[u8] = b"Bearer sk-bench";
 const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in French, then in Spanish, in one short sentence."}],"temperature":0.7,"max_tokens":64}"#;
 
 /// The upstream's answer, as an OpenAI-compatible upstream sends it.
-const ANSWER: &[u8] = r#"{"id":"chatcmpl-AbC123dEf456GhI789jKl","object":"chat.completion","created":1732540000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Bonjour ! ¡Hola!","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":7,"total_tokens":38},"system_fingerprint":"fp_0123456789"}"#.as_bytes();
+const ANSWER_JSON: &[u8] = r#"{"id":"chatcmpl-AbC123dEf456GhI789jKl","object":"chat.completion","created":1732540000,"model":"gpt-4o-mini-2024-07-18","choices":[{"index":0,"message":{"role":"assistant","content":"Bonjour ! ¡Hola!","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":31,"completion_tokens":7,"total_tokens":38},"system_fingerprint":"fp_0123456789"}"#.as_bytes();
 
-/// Answers every call with [`ANSWER`] at once, read as the OpenAI adapter
-/// reads an upstream's answer.
+/// [`ANSWER_JSON`] read as the OpenAI adapter reads an upstream's answer.
+static ANSWER: LazyLock<Completion> =
+    LazyLock::new(|| Completion::from_json_slice(ANSWER_JSON).unwrap());
+
+/// Answers every call with [`ANSWER`] at once.
 #[derive(Debug)]
 struct Fixed;
 
@@ -73,7 +74,7 @@ struct Fixed;
 impl Provider for Fixed {
     async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
         black_box(&request);
-        Ok(Completion::from_json_slice(ANSWER).unwrap())
+        Ok(ANSWER.clone())
     }
 
     async fn stream(&self, _request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
@@ -136,7 +137,7 @@ fn parse(bencher: Bencher) {
 
 #[divan::bench]
 fn baseline_parse_write(bencher: Bencher) {
-    let answer: Value = serde_json::from_slice(ANSWER).unwrap();
+    let answer: Value = serde_json::from_slice(ANSWER_JSON).unwrap();
     bencher.bench(|| {
         let body: Value = serde_json::from_slice(black_box(BODY)).unwrap();
         (body, serde_json::to_vec(black_box(&answer)).unwrap())
