@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use crate::config::ModelEntry;
 use crate::estimate::TokenCounter;
 use crate::limits::{LimitName, Permit, RateInfo, Settlement};
-use crate::provider::{Chunk, ChunkStream, JsonObject, ProviderError};
+use crate::provider::{Chunk, ChunkStream, Completion, ProviderError};
 use crate::usage::{
     Outcome, RequestEnd, RequestObserver, Tokens, UsageRecord, UsageSink, UsageSource,
 };
@@ -168,8 +168,11 @@ impl Books {
 
     /// A complete answer: its `usage` (or an estimate) settles the permits,
     /// and `usage.cost` is added for the client.
-    pub(crate) fn close_completion(mut self, completion: &mut JsonObject) {
-        let reported = completion.get("usage").and_then(Tokens::from_usage);
+    pub(crate) fn close_completion(mut self, completion: &mut Completion) {
+        // `usage` is parsed in place, once: it is read here and gets `cost`.
+        let reported = completion
+            .get_mut("usage")
+            .and_then(|usage| Tokens::from_usage(usage));
         let tokens = match reported {
             Some(tokens) => {
                 self.record.source = UsageSource::Upstream;
@@ -306,10 +309,11 @@ fn empty_record() -> UsageRecord {
 /// The text of every choice of a complete answer: a chat message's content
 /// and reasoning, or a text completion's `text`. (Embeddings have no
 /// choices: only their prompt is estimated.)
-fn completion_text(completion: &JsonObject) -> String {
+fn completion_text(completion: &Completion) -> String {
     let mut text = String::new();
-    for choice in completion
-        .get("choices")
+    let choices = completion.get("choices");
+    for choice in choices
+        .as_deref()
         .and_then(Value::as_array)
         .into_iter()
         .flatten()

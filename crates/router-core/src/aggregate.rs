@@ -136,7 +136,7 @@ impl Aggregator {
         if let Some(usage) = self.usage {
             out.insert("usage".to_owned(), usage);
         }
-        Completion(out)
+        Completion::from(out)
     }
 }
 
@@ -197,7 +197,7 @@ mod tests {
             aggregator.push(&chunk(value));
         }
         assert_eq!(
-            Value::Object(aggregator.finish().0),
+            Value::Object(aggregator.finish().into_object().unwrap()),
             json!({"id": "c1", "object": "chat.completion", "created": 7, "model": "m",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"},
                     "finish_reason": "stop"}],
@@ -221,7 +221,7 @@ mod tests {
             aggregator.push(&chunk(value));
         }
         assert_eq!(
-            Value::Object(aggregator.finish().0),
+            Value::Object(aggregator.finish().into_object().unwrap()),
             json!({"id": "c", "object": "chat.completion",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
                     {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}},

@@ -406,7 +406,7 @@ impl Router {
         let rate = books.rate();
         let result = match result {
             Ok(Answer::Complete(mut completion)) => {
-                books.close_completion(&mut completion.0);
+                books.close_completion(&mut completion);
                 Ok(ChatResponse::Complete(completion))
             }
             Ok(Answer::Stream(stream)) => Ok(ChatResponse::Stream(books.account_stream(stream))),
@@ -801,7 +801,7 @@ impl Router {
                     return relay(stream, rewriter).await;
                 }
                 let mut completion = provider.complete_text(provider_request).await?;
-                rewriter.completion(&mut completion.0);
+                rewriter.completion(&mut completion);
                 Ok(Answer::Complete(completion))
             }
             Endpoint::Embeddings => {
@@ -815,7 +815,7 @@ impl Router {
                 );
                 let provider_request = ProviderRequest { body, api_key };
                 let mut completion = deployment.provider.embed(provider_request).await?;
-                Rewriter::new(&request.model, false).completion(&mut completion.0);
+                Rewriter::new(&request.model, false).completion(&mut completion);
                 Ok(Answer::Complete(completion))
             }
         }
@@ -864,7 +864,7 @@ impl Router {
         } else {
             deployment.provider.complete(provider_request).await?
         };
-        rewriter.completion(&mut completion.0);
+        rewriter.completion(&mut completion);
         Ok(Answer::Complete(completion))
     }
 }
@@ -1081,20 +1081,17 @@ impl Rewriter {
         }
     }
 
-    fn common(&self, object: &mut JsonObject) {
-        object.shift_remove("provider");
-        set(object, "model", self.model.clone());
-    }
-
     fn chunk(&mut self, chunk: &mut JsonObject) {
-        self.common(chunk);
+        chunk.shift_remove("provider");
+        set(chunk, "model", self.model.clone());
         if let Some(thinking) = self.thinking.as_mut() {
             thinking.map_chunk(chunk);
         }
     }
 
-    fn completion(&self, completion: &mut JsonObject) {
-        self.common(completion);
+    fn completion(&self, completion: &mut Completion) {
+        completion.remove("provider");
+        completion.set("model", self.model.clone());
         if self.map_thoughts {
             thinking::map_completion(completion);
         }

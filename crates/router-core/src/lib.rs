@@ -19,6 +19,7 @@ pub mod admin;
 mod aggregate;
 mod auth;
 mod catalog;
+mod completion;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use futures_core::Stream;
 use serde_json::{Map, Value};
 
+pub use crate::completion::Completion;
 use crate::config::ModelEntry;
 use crate::secret::Secret;
 
@@ -67,10 +68,6 @@ impl fmt::Display for Endpoint {
 /// One parsed event of an upstream stream (the JSON after `data:`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk(pub JsonObject);
-
-/// A complete (non-streamed) answer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Completion(pub JsonObject);
 
 /// The stream a provider returns. It ends (`None`) after the upstream's
 /// `[DONE]`; an upstream that stops without `[DONE]` yields an `Err` first.

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::provider::JsonObject;
+use crate::provider::{Completion, JsonObject};
 
 const OPEN: &str = "<thought>";
 const CLOSE: &str = "</thought>";
@@ -66,7 +66,7 @@ fn is_thought(holder: &Value) -> bool {
 
 /// Non-streamed answer: choice 0's `<thought>…</thought>` moves to
 /// `reasoning_content` when the upstream flagged it as a thought.
-pub fn map_completion(completion: &mut JsonObject) {
+pub fn map_completion(completion: &mut Completion) {
     let Some(message) = completion
         .get_mut("choices")
         .and_then(|choices| choices.get_mut(0))
@@ -185,20 +185,31 @@ mod tests {
 
     #[test]
     fn completion_thought_becomes_reasoning_content() {
-        let mut completion = object(json!({"choices": [{"message": {"role": "assistant",
-            "content": "<thought>hmm</thought>Answer",
-            "extra_content": {"google": {"thought": true}}}}]}));
+        let mut completion = Completion::from(object(json!({"choices": [{"message": {
+            "role": "assistant", "content": "<thought>hmm</thought>Answer",
+            "extra_content": {"google": {"thought": true}}}}]})));
         map_completion(&mut completion);
         assert_eq!(
-            Value::Object(completion),
+            Value::Object(completion.into_object().unwrap()),
             json!({"choices": [{"message": {"role": "assistant",
                 "content": "Answer", "reasoning_content": "hmm"}}]})
         );
         // Without the thought flag nothing changes.
         let plain = json!({"choices": [{"message": {"content": "<thought>x</thought>y"}}]});
-        let mut completion = object(plain.clone());
+        let mut completion = Completion::from(object(plain.clone()));
         map_completion(&mut completion);
-        assert_eq!(Value::Object(completion), plain);
+        assert_eq!(Value::Object(completion.into_object().unwrap()), plain);
+        // An answer relayed as the upstream's text: `choices` alone is parsed.
+        let mut completion = Completion::from_json_slice(
+            br#"{"id":"c","choices":[{"message":{"content":"<thought>hmm</thought>Answer",
+                "extra_content":{"google":{"thought":true}}}}],"usage": {"prompt_tokens" : 1}}"#,
+        )
+        .unwrap();
+        map_completion(&mut completion);
+        assert_eq!(
+            serde_json::to_string(&completion).unwrap(),
+            r#"{"id":"c","choices":[{"message":{"content":"Answer","reasoning_content":"hmm"}}],"usage":{"prompt_tokens" : 1}}"#
+        );
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl Provider for Upstream {
             }
             _ => {}
         }
-        Ok(Completion(object(answer)))
+        Ok(Completion::from(object(answer)))
     }
 
     async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
@@ -193,7 +193,7 @@ impl Provider for Upstream {
 
     /// Usage 4 + 0, whatever the input.
     async fn embed(&self, _request: ProviderRequest) -> Result<Completion, ProviderError> {
-        Ok(Completion(object(json!({"object": "list",
+        Ok(Completion::from(object(json!({"object": "list",
             "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
             "usage": {"prompt_tokens": 4, "total_tokens": 4}}))))
     }
@@ -206,7 +206,7 @@ impl Provider for Upstream {
         if request.body["prompt"] == "no-usage" {
             answer.as_object_mut().unwrap().shift_remove("usage");
         }
-        Ok(Completion(object(answer)))
+        Ok(Completion::from(object(answer)))
     }
 
     async fn stream_text(&self, _request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
@@ -340,7 +340,7 @@ async fn a_complete_answer_settles_with_its_usage_and_shows_its_cost() {
         panic!("expected an answer")
     };
     // 10 prompt tokens at 0.001 and 5 completion tokens at 0.002.
-    let cost = answer.0["usage"]["cost"].as_f64().unwrap();
+    let cost = answer.get("usage").unwrap()["cost"].as_f64().unwrap();
     assert!((cost - 0.02).abs() < 1e-12, "{cost}");
     assert_eq!(outcome.rate.tokens.unwrap().remaining, 50);
     assert_eq!(
@@ -743,7 +743,7 @@ async fn embeddings_reserve_their_input_only_and_settle_with_the_upstream_usage(
         panic!("expected an answer")
     };
     // 4 prompt tokens at 0.001.
-    let cost = answer.0["usage"]["cost"].as_f64().unwrap();
+    let cost = answer.get("usage").unwrap()["cost"].as_f64().unwrap();
     assert!((cost - 0.004).abs() < 1e-12, "{cost}");
     let mut expected = vec![admitted(4)];
     expected.extend(settled(4));

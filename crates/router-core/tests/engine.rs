@@ -84,7 +84,7 @@ impl Provider for Scripted {
             Step::Connect => Err(ProviderError::Connect {
                 detail: "refused".into(),
             }),
-            _ => Ok(Completion(object(json!({
+            _ => Ok(Completion::from(object(json!({
                 "id": "cmpl-1", "object": "chat.completion", "model": request.body["model"],
                 "provider": "internal",
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("from {}", self.label)},
@@ -123,7 +123,7 @@ impl Provider for Scripted {
     async fn complete_text(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
         match self.next(&request, false) {
             Step::Fail(code) => Err(status(code)),
-            _ => Ok(Completion(object(json!({
+            _ => Ok(Completion::from(object(json!({
                 "id": "cmpl-1", "object": "text_completion", "model": request.body["model"],
                 "provider": "internal",
                 "choices": [{"index": 0, "text": format!("from {}", self.label), "finish_reason": "stop"}],
@@ -155,7 +155,7 @@ impl Provider for Scripted {
     async fn embed(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
         match self.next(&request, false) {
             Step::Fail(code) => Err(status(code)),
-            _ => Ok(Completion(object(json!({
+            _ => Ok(Completion::from(object(json!({
                 "object": "list", "model": request.body["model"],
                 "data": [{"object": "embedding", "index": 0, "embedding": self.label}],
                 "usage": {"prompt_tokens": 1, "total_tokens": 1}})))),
@@ -244,7 +244,7 @@ impl Harness {
 
     async fn whole(&self, endpoint: Endpoint, body: Value) -> Value {
         match self.serve(endpoint, body).await.unwrap() {
-            ChatResponse::Complete(c) => Value::Object(c.0),
+            ChatResponse::Complete(c) => Value::Object(c.into_object().unwrap()),
             other => panic!("expected a complete answer, got {other:?}"),
         }
     }
@@ -258,7 +258,7 @@ impl Harness {
 
     async fn complete(&self, body: Value) -> Value {
         match self.chat(body).await.unwrap() {
-            ChatResponse::Complete(c) => Value::Object(c.0),
+            ChatResponse::Complete(c) => Value::Object(c.into_object().unwrap()),
             other => panic!("expected a complete answer, got {other:?}"),
         }
     }
@@ -882,7 +882,7 @@ async fn a_provider_without_the_endpoint_answers_unsupported_and_the_next_entry_
         let Ok(ChatResponse::Complete(answer)) = router.embeddings(&key, &body).await.result else {
             panic!("expected an answer")
         };
-        assert_eq!(answer.0["data"][0]["embedding"], "b");
+        assert_eq!(answer.get("data").unwrap()[0]["embedding"], "b");
     }
     assert_eq!(log.lock().unwrap().len(), 3);
 

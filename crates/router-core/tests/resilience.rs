@@ -111,7 +111,7 @@ impl Provider for Keyed {
     async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
         let key = request.api_key.as_ref().unwrap().expose().to_owned();
         run(self.0.next(&key)).await?;
-        Ok(Completion(object(json!({
+        Ok(Completion::from(object(json!({
             "id": "c", "object": "chat.completion", "model": "x",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": key},
                 "finish_reason": "stop"}],
@@ -203,7 +203,7 @@ impl Harness {
             .await
             .result?
         {
-            ChatResponse::Complete(c) => Ok(c.0["choices"][0]["message"]["content"]
+            ChatResponse::Complete(c) => Ok(c.get("choices").unwrap()[0]["message"]["content"]
                 .as_str()
                 .unwrap()
                 .to_owned()),

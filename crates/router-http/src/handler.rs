@@ -369,7 +369,7 @@ impl Handler {
         };
         let rate = ratelimit::reported(outcome.rate, refusal);
         let mut response = match outcome.result {
-            Ok(ChatResponse::Complete(completion)) => match serde_json::to_vec(&completion.0) {
+            Ok(ChatResponse::Complete(completion)) => match serde_json::to_vec(&completion) {
                 Ok(bytes) => json(StatusCode::OK, Bytes::from(bytes)),
                 Err(error) => fail(ApiError::encoding_failed(&error), &error),
             },

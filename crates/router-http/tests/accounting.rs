@@ -237,7 +237,7 @@ impl Provider for TestProvider {
                 retry_after: None,
             });
         }
-        Ok(Completion(object(json!({
+        Ok(Completion::from(object(json!({
             "id": "chatcmpl-1",
             "object": "chat.completion",
             "model": request.body["model"],

@@ -112,7 +112,7 @@ impl Provider for TestProvider {
             let _counted = DropCounter(Arc::clone(&self.shared));
             std::future::pending::<()>().await;
         }
-        Ok(Completion(object(json!({
+        Ok(Completion::from(object(json!({
             "id": "chatcmpl-1",
             "object": "chat.completion",
             "model": request.body["model"],
@@ -169,7 +169,7 @@ impl Provider for TestProvider {
             .lock()
             .unwrap()
             .push(request.body.clone());
-        Ok(Completion(object(json!({
+        Ok(Completion::from(object(json!({
             "id": "cmpl-1", "object": "text_completion", "model": request.body["model"],
             "choices": [{"index": 0, "text": "Hello", "logprobs": null, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
@@ -197,7 +197,7 @@ impl Provider for TestProvider {
             .lock()
             .unwrap()
             .push(request.body.clone());
-        Ok(Completion(object(json!({
+        Ok(Completion::from(object(json!({
             "object": "list", "model": request.body["model"],
             "data": [{"object": "embedding", "index": 0, "embedding": "AACAPw=="}],
             "usage": {"prompt_tokens": 1, "total_tokens": 1},

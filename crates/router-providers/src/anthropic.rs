@@ -190,7 +190,7 @@ impl AnthropicProvider {
             serde_json::from_slice(&bytes).map_err(|_| ProviderError::InvalidResponse {
                 detail: "the answer is not an Anthropic message".to_owned(),
             })?;
-        Ok(Completion(translate_message(message, unix_now())))
+        Ok(Completion::from(translate_message(message, unix_now())))
     }
 
     async fn open_stream(&self, request: ProviderRequest) -> Result<Incoming, ProviderError> {

@@ -168,7 +168,7 @@ impl Provider for MockProvider {
             "choices": [{ "index": 0, "message": message, "finish_reason": "stop" }],
             "usage": usage(&answer),
         });
-        Ok(Completion(into_object(completion)))
+        Ok(Completion::from(into_object(completion)))
     }
 
     async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {
@@ -235,7 +235,7 @@ impl Provider for MockProvider {
             .enumerate()
             .map(|(index, text)| text_choice(index, text, Value::from("stop")))
             .collect();
-        Ok(Completion(into_object(json!({
+        Ok(Completion::from(into_object(json!({
             "id": answer.id,
             "object": "text_completion",
             "created": MOCK_CREATED,
@@ -312,7 +312,7 @@ impl Provider for MockProvider {
             })
             .collect();
         let prompt_tokens: u64 = inputs.iter().map(|input| words(input)).sum();
-        Ok(Completion(into_object(json!({
+        Ok(Completion::from(into_object(json!({
             "object": "list",
             "data": data,
             "model": echoed_model(body),
@@ -543,7 +543,12 @@ mod tests {
     #[tokio::test]
     async fn complete_answers_the_last_user_message() {
         let mock = MockProvider::new();
-        let Completion(answer) = mock.complete(request(chat("hello there"))).await.unwrap();
+        let answer = mock
+            .complete(request(chat("hello there")))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
         assert_eq!(
             Value::Object(answer),
             json!({
@@ -560,7 +565,12 @@ mod tests {
                 "usage": { "prompt_tokens": 4, "completion_tokens": 8, "total_tokens": 12 },
             })
         );
-        let Completion(second) = mock.complete(request(chat("x"))).await.unwrap();
+        let second = mock
+            .complete(request(chat("x")))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
         assert_eq!(second["id"], "chatcmpl-mock-2");
     }
 
@@ -575,14 +585,21 @@ mod tests {
                 { "type": "text", "text": "this" },
             ]}],
         });
-        let Completion(answer) = mock.complete(request(body)).await.unwrap();
+        let answer = mock
+            .complete(request(body))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
         assert_eq!(
             answer["choices"][0]["message"]["content"],
             "This is a mock response to: look at this"
         );
-        let Completion(answer) = mock
+        let answer = mock
             .complete(request(json!({ "model": "m", "messages": [] })))
             .await
+            .unwrap()
+            .into_object()
             .unwrap();
         assert_eq!(
             answer["choices"][0]["message"]["content"],
@@ -669,7 +686,12 @@ mod tests {
     #[tokio::test]
     async fn thinking_knob() {
         let mock = MockProvider::new();
-        let Completion(answer) = mock.complete(request(chat("mock:thinking"))).await.unwrap();
+        let answer = mock
+            .complete(request(chat("mock:thinking")))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
         let message = &answer["choices"][0]["message"];
         assert_eq!(
             message["content"],
@@ -698,7 +720,12 @@ mod tests {
     async fn text_completions_answer_each_prompt() {
         let mock = MockProvider::new();
         let body = json!({"model": "up", "prompt": ["say hi", [1, 2]]});
-        let Completion(answer) = mock.complete_text(request(body)).await.unwrap();
+        let answer = mock
+            .complete_text(request(body))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
         assert_eq!(
             Value::Object(answer),
             json!({
@@ -764,8 +791,18 @@ mod tests {
     async fn embeddings_are_deterministic_and_base64_on_request() {
         let mock = MockProvider::new();
         let body = json!({"model": "up", "input": ["one two", "three"], "dimensions": 4});
-        let Completion(first) = mock.embed(request(body.clone())).await.unwrap();
-        let Completion(again) = mock.embed(request(body)).await.unwrap();
+        let first = mock
+            .embed(request(body.clone()))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
+        let again = mock
+            .embed(request(body))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
         assert_eq!(first, again);
         assert_eq!(first["object"], "list");
         assert_eq!(first["model"], "up");
@@ -785,7 +822,12 @@ mod tests {
         assert_ne!(data[0]["embedding"], data[1]["embedding"]);
 
         let body = json!({"model": "up", "input": "one two", "dimensions": 4, "encoding_format": "base64"});
-        let Completion(encoded) = mock.embed(request(body)).await.unwrap();
+        let encoded = mock
+            .embed(request(body))
+            .await
+            .unwrap()
+            .into_object()
+            .unwrap();
         let text = encoded["data"][0]["embedding"].as_str().unwrap();
         // 4 floats = 16 bytes = 24 base64 characters, the same numbers.
         assert_eq!(text.len(), 24);

@@ -167,7 +167,7 @@ impl OpenAiProvider {
     ) -> Result<Completion, ProviderError> {
         let request = self.request(url, request, false)?;
         let (_, body) = exchange::send(&self.client, request, self.timeouts.first_byte).await?;
-        parse_completion(&exchange::read_answer(body).await?).map(Completion)
+        parse_completion(&exchange::read_answer(body).await?)
     }
 
     async fn open_stream(
@@ -362,15 +362,18 @@ fn truncate_chars(text: &str, max: usize) -> String {
 
 /// A 2xx body is a completion only if it is a JSON object with `id` or
 /// `object` (the seed's test, which catches proxies answering 200 with HTML).
-fn parse_completion(bytes: &[u8]) -> Result<JsonObject, ProviderError> {
-    let object: JsonObject =
-        serde_json::from_slice(bytes).map_err(|_| ProviderError::InvalidResponse {
+/// Its top-level fields are kept as the upstream's text, parsed only where
+/// the engine edits them (`model`, `usage`); the rest reaches the client as
+/// it came.
+fn parse_completion(bytes: &[u8]) -> Result<Completion, ProviderError> {
+    let completion =
+        Completion::from_json_slice(bytes).map_err(|_| ProviderError::InvalidResponse {
             detail: "the answer is not a JSON object".to_owned(),
         })?;
-    if object.contains_key("id") || object.contains_key("object") {
-        return Ok(object);
+    if completion.contains_key("id") || completion.contains_key("object") {
+        return Ok(completion);
     }
-    let detail = match error_message(&object) {
+    let detail = match upstream_error_message(bytes) {
         Some(message) => format!("the upstream answered with an error: {message}"),
         None => "the answer has neither `id` nor `object`".to_owned(),
     };

@@ -17,7 +17,7 @@ use futures_util::StreamExt;
 use router_core::config::{ModelEntry, Timeouts};
 use router_core::provider::{ChunkStream, ErrorKind, JsonObject};
 use router_core::usage::Tokens;
-use router_core::{Completion, Provider, ProviderError, ProviderRequest, Secret};
+use router_core::{Provider, ProviderError, ProviderRequest, Secret};
 use router_providers::{AnthropicProvider, HttpClient, Registry, UpstreamSettings};
 use serde_json::{json, Value};
 use support::{vendor_fixture, End, Reply, Upstream};
@@ -313,9 +313,11 @@ async fn no_key_means_no_x_api_key() {
 #[tokio::test]
 async fn a_message_with_thinking_and_a_tool_call_becomes_a_completion() {
     let upstream = Upstream::start(|_| Reply::json(200, fixture("message_tool_use.json"))).await;
-    let Completion(answer) = provider(&upstream)
+    let answer = provider(&upstream)
         .complete(request(conversation(false), Some("k")))
         .await
+        .unwrap()
+        .into_object()
         .unwrap();
     let mut answer = Value::Object(answer);
     assert!(answer["created"].as_u64().unwrap() > 1_700_000_000);
@@ -349,9 +351,11 @@ async fn a_message_with_thinking_and_a_tool_call_becomes_a_completion() {
 #[tokio::test]
 async fn max_tokens_stops_with_length_and_null_cache_counts_are_zero() {
     let upstream = Upstream::start(|_| Reply::json(200, fixture("message_text.json"))).await;
-    let Completion(answer) = provider(&upstream)
+    let answer = provider(&upstream)
         .complete(request(conversation(false), Some("k")))
         .await
+        .unwrap()
+        .into_object()
         .unwrap();
     assert_eq!(answer["choices"][0]["finish_reason"], "length");
     assert_eq!(

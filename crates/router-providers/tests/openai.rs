@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use router_core::config::{ModelEntry, Timeouts};
 use router_core::provider::{ChunkStream, ErrorKind, JsonObject};
-use router_core::{Completion, Provider, ProviderError, ProviderRequest, Secret};
+use router_core::{Provider, ProviderError, ProviderRequest, Secret};
 use router_providers::{HttpClient, OpenAiProvider, Registry, UpstreamSettings};
 use serde_json::{json, Value};
 use support::{fixture, End, Reply, Upstream};
@@ -115,9 +115,11 @@ fn expected_chunks(sse: &[u8]) -> Vec<Value> {
 #[tokio::test]
 async fn complete_posts_the_body_and_returns_the_answer() {
     let upstream = Upstream::start(|_| Reply::json(200, fixture("chat_completion.json"))).await;
-    let Completion(answer) = provider(&upstream)
+    let answer = provider(&upstream)
         .complete(request(false, Some("sk-test-123")))
         .await
+        .unwrap()
+        .into_object()
         .unwrap();
     let expected: Value = serde_json::from_slice(&fixture("chat_completion.json")).unwrap();
     assert_eq!(Value::Object(answer), expected);
@@ -950,14 +952,21 @@ async fn embeddings_and_text_completions_go_to_their_own_paths() {
 
     let embed = json!({"model": "text-embedding-3-small", "input": ["a", "b"],
         "encoding_format": "base64", "unknown": {"kept": true}});
-    let Completion(answer) = provider.embed(body_of(embed.clone())).await.unwrap();
+    let answer = provider
+        .embed(body_of(embed.clone()))
+        .await
+        .unwrap()
+        .into_object()
+        .unwrap();
     let expected: Value = serde_json::from_slice(&fixture("embeddings.json")).unwrap();
     assert_eq!(Value::Object(answer), expected);
 
     let prompt = json!({"model": "gpt-3.5-turbo-instruct", "prompt": "Say this is a test"});
-    let Completion(answer) = provider
+    let answer = provider
         .complete_text(body_of(prompt.clone()))
         .await
+        .unwrap()
+        .into_object()
         .unwrap();
     let expected: Value = serde_json::from_slice(&fixture("text_completion.json")).unwrap();
     assert_eq!(Value::Object(answer), expected);

@@ -40,7 +40,7 @@ fn object(value: Value) -> JsonObject {
 impl Provider for ShoutProvider {
     async fn complete(&self, request: ProviderRequest) -> Result<Completion, ProviderError> {
         let text = last_user_text(&request.body);
-        Ok(Completion(object(json!({
+        Ok(Completion::from(object(json!({
             "id": "shout-1",
             "object": "chat.completion",
             "model": request.body.get("model"),
@@ -91,7 +91,8 @@ mod tests {
     #[tokio::test]
     async fn shouts_the_last_user_message() {
         let answer = ShoutProvider.complete(request()).await.unwrap();
-        assert_eq!(answer.0["choices"][0]["message"]["content"], "HELLO THERE");
+        let answer = answer.into_object().unwrap();
+        assert_eq!(answer["choices"][0]["message"]["content"], "HELLO THERE");
         let words: Vec<String> = ShoutProvider
             .stream(request())
             .await

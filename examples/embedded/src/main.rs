@@ -52,7 +52,8 @@ async fn run() -> Result<Vec<String>, Box<dyn std::error::Error>> {
     let key = router.authenticate(Some(b"Bearer sk-embedded"))?;
     let body = br#"{"model":"shout","messages":[{"role":"user","content":"embedded and fast"}]}"#;
     if let ChatResponse::Complete(answer) = router.chat(&key, body).await.result? {
-        let content = &answer.0["choices"][0]["message"]["content"];
+        let answer = answer.into_object()?;
+        let content = &answer["choices"][0]["message"]["content"];
         lines.push(format!("complete: {content}"));
     }
 

@@ -199,7 +199,7 @@ impl Provider for OllamaProvider {
                 detail: format!("ollama reported an error: {}", bounded(message)),
             });
         }
-        Ok(Completion(completion(&answer, &model, &self.id())))
+        Ok(Completion::from(completion(&answer, &model, &self.id())))
     }
 
     async fn stream(&self, request: ProviderRequest) -> Result<ChunkStream, ProviderError> {

@@ -79,7 +79,7 @@ async fn a_complete_answer_is_an_openai_completion() {
     })
     .await;
     let completion = provider(mock.addr).complete(request(false)).await.unwrap();
-    let completion = Value::Object(completion.0);
+    let completion = Value::Object(completion.into_object().unwrap());
     assert_eq!(completion["object"], "chat.completion");
     assert_eq!(completion["model"], "llama3.2");
     assert_eq!(
