@@ -169,10 +169,7 @@ impl Books {
     /// A complete answer: its `usage` (or an estimate) settles the permits,
     /// and `usage.cost` is added for the client.
     pub(crate) fn close_completion(mut self, completion: &mut Completion) {
-        // `usage` is parsed in place, once: it is read here and gets `cost`.
-        let reported = completion
-            .get_mut("usage")
-            .and_then(|usage| Tokens::from_usage(usage));
+        let reported = completion.usage_tokens();
         let tokens = match reported {
             Some(tokens) => {
                 self.record.source = UsageSource::Upstream;
@@ -185,9 +182,7 @@ impl Books {
             }
         };
         let cost = self.cost(&tokens);
-        if let Some(usage) = completion.get_mut("usage").and_then(Value::as_object_mut) {
-            usage.insert("cost".to_owned(), Value::from(cost));
-        }
+        completion.set_usage_cost(cost);
         self.record.tokens = tokens;
         self.record.cost_usd = cost;
         self.finish(Settlement {

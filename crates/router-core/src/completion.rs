@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::provider::JsonObject;
+use crate::usage::Tokens;
 
 /// A complete (non-streamed) answer: a JSON object whose top-level fields
 /// keep their order.
@@ -137,6 +138,48 @@ impl Completion {
             .collect()
     }
 
+    /// The token counts of `usage`, as [`Tokens::from_usage`] reads them.
+    /// When `usage` is the upstream's text, the counts are read from it
+    /// without building its tree: a request's books read them every time,
+    /// and the tree cost more than the rest of closing them.
+    pub(crate) fn usage_tokens(&self) -> Option<Tokens> {
+        if let Some(Field::Raw(raw)) = self.field("usage") {
+            if let Some(usage) = UsageText::read(raw) {
+                return usage.tokens();
+            }
+        }
+        Tokens::from_usage(self.get("usage")?.as_ref())
+    }
+
+    /// Puts `cost` into `usage` (replacing one the upstream sent), when
+    /// `usage` is an object. Upstream text without a `cost` gets it
+    /// appended to the text; anything else is parsed and edited.
+    pub(crate) fn set_usage_cost(&mut self, cost: f64) {
+        let spliced = match self.field("usage") {
+            Some(Field::Raw(raw)) => UsageText::read(raw)
+                .filter(|usage| !usage.cost)
+                .and_then(|_| with_cost(raw.get(), cost)),
+            _ => None,
+        };
+        if let Some(text) = spliced {
+            self.set_field("usage", Field::Raw(text));
+            return;
+        }
+        if let Some(usage) = self.get_mut("usage").and_then(Value::as_object_mut) {
+            usage.insert("cost".to_owned(), Value::from(cost));
+        }
+    }
+
+    fn set_field(&mut self, key: &str, value: Field) {
+        if let Some(field) = self
+            .fields
+            .iter_mut()
+            .find_map(|(name, field)| (name == key).then_some(field))
+        {
+            *field = value;
+        }
+    }
+
     fn field(&self, key: &str) -> Option<&Field> {
         self.fields
             .iter()
@@ -163,6 +206,76 @@ impl Serialize for Completion {
         }
         map.end()
     }
+}
+
+/// What the books read of `usage` when it is the upstream's text: the
+/// counts [`Tokens::from_usage`] reads, and whether a `cost` is there.
+/// Read only from an object's text (a JSON array would fill the fields by
+/// position); any count that is not a `u64` (a float, a negative, a
+/// string) or a repeated key fails the read, and the caller falls back to
+/// the tree, so both paths agree on every input.
+#[derive(Deserialize)]
+struct UsageText {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
+    #[serde(default, deserialize_with = "present")]
+    cost: bool,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+impl UsageText {
+    fn read(raw: &RawValue) -> Option<Self> {
+        let text = raw.get();
+        if !text.starts_with('{') {
+            return None;
+        }
+        serde_json::from_str(text).ok()
+    }
+
+    fn tokens(&self) -> Option<Tokens> {
+        Some(Tokens {
+            prompt: self.prompt_tokens?,
+            completion: self.completion_tokens.unwrap_or(0),
+            cached: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|details| details.cached_tokens)
+                .unwrap_or(0),
+            reasoning: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|details| details.reasoning_tokens)
+                .unwrap_or(0),
+        })
+    }
+}
+
+/// True for any value, `null` included (an `Option` would read `null` as
+/// absent, and a spliced `cost` would then repeat the key).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
+}
+
+/// An object's text with `"cost":` appended before its closing brace; the
+/// cost written as serde_json writes an `f64` (`null` if not finite, as
+/// `Value::from` would make it).
+fn with_cost(object: &str, cost: f64) -> Option<Box<RawValue>> {
+    let open = object.strip_suffix('}')?;
+    let number = serde_json::to_string(&cost).ok()?;
+    let empty = open.strip_prefix('{')?.trim().is_empty();
+    let separator = if empty { "" } else { "," };
+    RawValue::from_string(format!("{open}{separator}\"cost\":{number}}}")).ok()
 }
 
 /// A JSON object's fields in order, each value as its text: one pass over
@@ -259,6 +372,72 @@ mod tests {
         );
         // Parsed once: the edit stays.
         assert_eq!(completion.get("usage").unwrap()["cost"], 0.5);
+    }
+
+    /// What the books did before the text path: the whole `usage` parsed,
+    /// read with `Tokens::from_usage`, and `cost` inserted into the object.
+    fn by_tree(answer: &str, cost: f64) -> (Option<Tokens>, String) {
+        let mut object: JsonObject = serde_json::from_str(answer).unwrap();
+        let tokens = object.get("usage").and_then(Tokens::from_usage);
+        if let Some(usage) = object.get_mut("usage").and_then(Value::as_object_mut) {
+            usage.insert("cost".to_owned(), Value::from(cost));
+        }
+        (tokens, serde_json::to_string(&object).unwrap())
+    }
+
+    #[test]
+    fn usage_read_and_priced_from_text_as_from_the_tree() {
+        let usages = [
+            r#"{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}"#,
+            r#"{ "prompt_tokens" : 3 , "completion_tokens" : 1 }"#,
+            r#"{"prompt_tokens":1200,"completion_tokens":350,"prompt_tokens_details":{"cached_tokens":1024,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":64}}"#,
+            r#"{"completion_tokens":5}"#,
+            r#"{"prompt_tokens":null,"completion_tokens":5}"#,
+            r#"{"prompt_tokens":2.0,"completion_tokens":5}"#,
+            r#"{"prompt_tokens":-2,"completion_tokens":5}"#,
+            r#"{"prompt_tokens":"2"}"#,
+            r#"{"prompt_tokens":2,"prompt_tokens_details":null}"#,
+            r#"{"prompt_tokens":2,"prompt_tokens_details":7}"#,
+            r#"{"prompt_tokens":2,"prompt_tokens":9}"#,
+            r#"{"prompt_tokens":2,"cost":0.25,"total_tokens":2}"#,
+            r#"{"prompt_tokens":2,"cost":null}"#,
+            r#"{}"#,
+            r#"{ }"#,
+            r#"[3,1]"#,
+            r#"null"#,
+            r#"7"#,
+        ];
+        for usage in usages {
+            for cost in [0.000_405, 0.0, f64::NAN] {
+                let answer = format!(r#"{{"id":"x","usage":{usage},"model":"m"}}"#);
+                let mut completion = raw(&answer);
+                let tokens = completion.usage_tokens();
+                completion.set_usage_cost(cost);
+                let (expected_tokens, expected_text) = by_tree(&answer, cost);
+                assert_eq!(tokens, expected_tokens, "tokens of {usage}");
+                let spliced: Value = serde_json::from_str(&text(&completion)).unwrap();
+                assert_eq!(
+                    serde_json::to_string(&spliced).unwrap(),
+                    expected_text,
+                    "text of {usage} priced at {cost}"
+                );
+            }
+        }
+        // No usage at all: nothing to read, nothing added.
+        let mut completion = raw(r#"{"id":"x"}"#);
+        assert_eq!(completion.usage_tokens(), None);
+        completion.set_usage_cost(1.0);
+        assert_eq!(text(&completion), r#"{"id":"x"}"#);
+    }
+
+    #[test]
+    fn a_priced_usage_keeps_the_upstreams_text() {
+        let mut completion = raw(ANSWER);
+        completion.set_usage_cost(0.5);
+        assert_eq!(
+            text(&completion),
+            ANSWER.replace(r#""total_tokens":4}"#, r#""total_tokens":4,"cost":0.5}"#)
+        );
     }
 
     #[test]
