@@ -35,6 +35,21 @@ use crate::{check_providers, report_config_errors_to_log, Serving};
 /// that writes a file in several steps causes one reload, of the last one.
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// (Re)starts the watch of the config file at `path`: dropped first, since
+/// a watch of a file that was renamed over still holds the old file. A
+/// path with no file now (a remove before the new file lands) is said once
+/// per change; SIGHUP and `POST /admin/reload` still work.
+fn watch_file(watcher: &mut impl Watcher, path: &Path) {
+    let _ = watcher.unwatch(path);
+    if let Err(error) = watcher.watch(path, RecursiveMode::NonRecursive) {
+        tracing::warn!(
+            %error,
+            path = %path.display(),
+            "cannot watch the config file; reload with SIGHUP or POST /admin/reload"
+        );
+    }
+}
+
 /// The limiter a config asked for at start, by kind: a reload reconfigures
 /// the same kind (changing `limits.backend` takes a restart).
 pub(crate) enum Limits {
@@ -133,9 +148,16 @@ impl Reloader {
         }
     }
 
-    /// Starts the triggers: SIGHUP, and a watch of the config file's folder
-    /// (editors often replace a file rather than write it in place, which a
-    /// watch of the file alone would lose). Must run inside the runtime.
+    /// Starts the triggers: SIGHUP, and a watch of the config file itself,
+    /// renewed after every change it reports. Editors often replace a file
+    /// rather than write it in place (and Kubernetes swaps the symlink a
+    /// ConfigMap's file is): the old file's watch then reports its removal,
+    /// and the renewed watch follows the path to the new file. Not the
+    /// file's folder: a folder watch wakes for every write to every file
+    /// beside the config, and the usage database often lives there, so
+    /// each ledger commit (about one page write per two requests under
+    /// load) woke the watcher's thread on the serving core. Must run inside
+    /// the runtime.
     pub(crate) fn watch(self: &Arc<Self>) {
         let (changed, mut changes) = mpsc::unbounded_channel::<()>();
         #[cfg(unix)]
@@ -155,45 +177,30 @@ impl Reloader {
             });
         }
         let watched = self.path.clone();
-        let file_name = watched.file_name().map(ToOwned::to_owned);
-        let folder = match watched.parent() {
-            Some(folder) if !folder.as_os_str().is_empty() => folder.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
         let on_change = changed.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
-            if event.kind.is_access() {
-                return;
-            }
-            let ours = event
-                .paths
-                .iter()
-                .any(|path| path.file_name() == file_name.as_deref());
-            if ours {
+            if !event.kind.is_access() {
                 let _ = on_change.send(());
             }
         });
-        let watcher = match watcher.and_then(|mut watcher| {
-            watcher
-                .watch(&folder, RecursiveMode::NonRecursive)
-                .map(|()| watcher)
-        }) {
+        let mut watcher = match watcher {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::warn!(
                     %error,
-                    folder = %folder.display(),
                     "cannot watch the config file; reload with SIGHUP or POST /admin/reload"
                 );
                 None
             }
         };
+        if let Some(watcher) = watcher.as_mut() {
+            watch_file(watcher, &watched);
+        }
         let reloader = Arc::clone(self);
         tokio::spawn(async move {
             // Owned by the task, so the watch lives as long as the server,
             // and so is a sender: the channel never closes before it.
-            let _watcher = watcher;
             let _sender = changed;
             while changes.recv().await.is_some() {
                 // Debounce: wait until the changes stop, then reload once.
@@ -202,6 +209,12 @@ impl Reloader {
                         more = changes.recv() => if more.is_none() { return },
                         () = tokio::time::sleep(DEBOUNCE) => break,
                     }
+                }
+                // Watched again before reading, so that a file renamed
+                // over the old one is the one watched from now on, and an
+                // edit made meanwhile is either read now or seen next.
+                if let Some(watcher) = watcher.as_mut() {
+                    watch_file(watcher, &watched);
                 }
                 let reloader = Arc::clone(&reloader);
                 let _ = tokio::task::spawn_blocking(move || {

@@ -302,3 +302,37 @@ async fn sighup_reloads_and_limits_and_key_health_carry_over() {
         429
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watch_follows_the_file_through_writes_in_place_and_renames() {
+    let router = RouterProcess::start(&config(&mock_model("m"), "", true));
+    let models = |names: &[&str]| {
+        let entries: String = names.iter().map(|name| mock_model(name)).collect();
+        config(&entries, "", true)
+    };
+    // Written in place: the watched file itself changes.
+    std::fs::write(&router.config_path, models(&["m", "n"])).unwrap();
+    wait_for_reloads(&router, "ok", 1).await;
+    // Renamed over, twice: each new file is watched in turn.
+    edit(&router, &models(&["m", "n", "o"]));
+    wait_for_reloads(&router, "ok", 2).await;
+    edit(&router, &models(&["m", "n", "o", "p"]));
+    wait_for_reloads(&router, "ok", 3).await;
+    // And in place again, on the file the last rename brought.
+    std::fs::write(&router.config_path, models(&["m", "q"])).unwrap();
+    wait_for_reloads(&router, "ok", 4).await;
+    let listed = call("GET", &router.url("/v1/models"), Some(KEY), "")
+        .await
+        .text();
+    assert!(
+        listed.contains("\"q\"") && !listed.contains("\"p\""),
+        "{listed}"
+    );
+    // Files written beside the config do not reload it.
+    let beside = router.config_path.with_file_name("beside.db");
+    for round in 0..5 {
+        std::fs::write(&beside, format!("round {round}")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(reloads(&router, "ok").await, 4, "{}", router.logs());
+}
