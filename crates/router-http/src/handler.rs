@@ -339,8 +339,13 @@ impl Handler {
         if request.body().size_hint().lower() > limit as u64 {
             return refuse(ApiError::body_too_large(limit), log);
         }
+        // Copied out of hyper's buffer: a body that came with the head is a
+        // slice of the connection's 8 KiB read buffer, and holding it would
+        // keep that buffer alive while the engine waits for the upstream
+        // (hyper has taken a fresh one for its next read by then). One copy
+        // of a body the engine parses as JSON next.
         let body = match Limited::new(request.into_body(), limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
+            Ok(collected) => Bytes::copy_from_slice(&collected.to_bytes()),
             Err(error) if error.is::<LengthLimitError>() => {
                 return fail(ApiError::body_too_large(limit), &error)
             }
@@ -505,9 +510,13 @@ fn authenticate(
 }
 
 /// The client's `x-request-id` when it is a sane token, else a fresh id.
+/// The client's is copied: the id lasts as long as the response, and the
+/// header is a slice of the connection's read buffer (see `engine`).
 fn request_id(router: &Router, headers: &HeaderMap) -> HeaderValue {
     match headers.get(X_REQUEST_ID) {
-        Some(id) if is_sane_request_id(id.as_bytes()) => id.clone(),
+        Some(id) if is_sane_request_id(id.as_bytes()) => {
+            HeaderValue::from_bytes(id.as_bytes()).unwrap_or(UNNAMED_REQUEST)
+        }
         _ => HeaderValue::try_from(router.new_request_id()).unwrap_or(UNNAMED_REQUEST),
     }
 }
