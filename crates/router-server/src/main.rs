@@ -2,6 +2,16 @@
 //! the same two lines plus a `.provider(name, factory)` for each (see
 //! `examples/custom-server`).
 
+/// mimalloc instead of glibc's malloc. A request allocates and frees many
+/// small buffers (JSON trees, headers, ledger rows): under callgrind the
+/// router ran 10 % fewer instructions per request with it. Built with
+/// `no_thp`: mimalloc otherwise asks for transparent huge pages, which took
+/// the router's RSS under load from 26 to 39 MiB; without them it is within
+/// 2 MiB of glibc's. The library leaves the choice to the binary, so a
+/// service that embeds the router keeps its own allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     router_server::Server::from_args().run()
 }
