@@ -1530,7 +1530,9 @@ fn targets_section(out: &mut String, summary: &Summary<'_>) {
         out,
         "## Efficiency targets\n\n\
          Each row is median (min–max) over the repetitions; a target is met when the median \
-         is. Details in the sections named.\n"
+         is. Details in the sections named; what a request costs the router, part by part \
+         (instructions per request under callgrind), is in the README's \
+         \"Where a request's time goes\".\n"
     );
     let _ = writeln!(out, "| measure | measured | target | |\n|---|---|---|---|");
     let verdict = |met: bool| if met { "met" } else { "**not met**" };
