@@ -92,10 +92,7 @@ impl Completion {
     /// none, or when its text is no [`Value`] (see [`Completion::get`]); the
     /// text is then kept as it is.
     pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
-        let field = self
-            .fields
-            .iter_mut()
-            .find_map(|(name, field)| (name == key).then_some(field))?;
+        let field = self.field_mut(key)?;
         if let Field::Raw(raw) = field {
             *field = Field::Value(serde_json::from_str(raw.get()).ok()?);
         }
@@ -108,11 +105,7 @@ impl Completion {
     /// Sets the top-level field `key`: in its place if the answer has it,
     /// else after the others.
     pub fn set(&mut self, key: &str, value: Value) {
-        match self
-            .fields
-            .iter_mut()
-            .find_map(|(name, field)| (name == key).then_some(field))
-        {
+        match self.field_mut(key) {
             Some(field) => *field = Field::Value(value),
             None => self.fields.push((key.to_owned(), Field::Value(value))),
         }
@@ -162,7 +155,9 @@ impl Completion {
             _ => None,
         };
         if let Some(text) = spliced {
-            self.set_field("usage", Field::Raw(text));
+            if let Some(usage) = self.field_mut("usage") {
+                *usage = Field::Raw(text);
+            }
             return;
         }
         if let Some(usage) = self.get_mut("usage").and_then(Value::as_object_mut) {
@@ -170,14 +165,10 @@ impl Completion {
         }
     }
 
-    fn set_field(&mut self, key: &str, value: Field) {
-        if let Some(field) = self
-            .fields
+    fn field_mut(&mut self, key: &str) -> Option<&mut Field> {
+        self.fields
             .iter_mut()
             .find_map(|(name, field)| (name == key).then_some(field))
-        {
-            *field = value;
-        }
     }
 
     fn field(&self, key: &str) -> Option<&Field> {
